@@ -29,8 +29,14 @@ const InputSchema = z.union([
 const ExpectSchema = z.union([
   z.object({ reading: z.record(z.string(), z.unknown()) }).strict(),
   z.object({ error: z.string() }).strict(),
-  /** For streams: every reading in order, and the codes of unregistered ids heard. */
-  z.object({ readings: z.array(z.record(z.string(), z.unknown())), unregistered: z.array(z.string()).optional() }).strict(),
+  /** For streams: every reading in order, the unregistered ids heard, and the error codes of rejected presses. */
+  z
+    .object({
+      readings: z.array(z.record(z.string(), z.unknown())),
+      unregistered: z.array(z.string()).optional(),
+      errors: z.array(z.string()).optional(),
+    })
+    .strict(),
 ]);
 
 export const FixtureSchema = z.object({
