@@ -77,7 +77,7 @@ const int = (min, max) => min + Math.floor(random() * (max - min + 1));
 /** The demo rule for a device's MQTT password; the simulators and `gridedge demo` use it too. */
 const demoSecret = (id) => `dhs-demo-${id}`;
 
-const SCRYPT = { N: 16384, r: 8, p: 1 };
+const SCRYPT = { N: 4096, r: 8, p: 1 }; // the cost gateway/registry/secrets.ts uses
 const KEY_LENGTH = 32;
 
 /**
