@@ -8,7 +8,7 @@ import { createAuthenticator } from './authenticate.js';
 import { createCounters, type RefusalReason } from './counters.js';
 import { BrokerError } from './errors.js';
 import { boundPort, closeServer, listenTcp, listenTls } from './listeners.js';
-import { createLogThrottle } from './log-throttle.js';
+import { createLogThrottle } from '../../ingest/log-throttle.js';
 import { createPresenceTracker } from './presence.js';
 import { createRateLimiter } from './token-bucket.js';
 import type { DeviceBroker, DeviceBrokerDeps, DeviceMessage, PublishLocalOptions } from './types.js';

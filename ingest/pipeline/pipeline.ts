@@ -1,0 +1,93 @@
+import type { DeviceRecord } from '../../devices/device-record.js';
+import { ReadingSchema, isAlarmReading, type Reading, type ReadingDraft } from '../../devices/reading.js';
+import { createLogThrottle } from '../log-throttle.js';
+import type { MqttUplink, Pipeline, PipelineDeps, RejectSource } from './types.js';
+
+/**
+ * The one path every reading takes (DESIGN.md): decode → validate → place → commit. MQTT and
+ * serial sources differ only in how they get to a draft; from there on they share this code.
+ * Fan-out (sinks, rules, local republish) listens to the store's commits, so nothing downstream
+ * ever sees a reading a crash could still lose.
+ */
+export function createPipeline(deps: PipelineDeps): Pipeline {
+  const { store, logger, clock } = deps;
+  const previous = new Map<string, Readonly<Record<string, boolean>>>();
+  for (const s of store.loadDeviceStates()) previous.set(s.deviceId, s.state);
+
+  const accepted: Record<string, number> = {};
+  const rejected: Record<string, number> = {};
+  let droppedOverLimit = 0;
+  const throttle = createLogThrottle(clock);
+
+  function reject(
+    source: RejectSource,
+    reason: string,
+    detail: string,
+    opts: { deviceId?: string; payload?: Buffer; deadLetter?: boolean } = {},
+  ): void {
+    rejected[reason] = (rejected[reason] ?? 0) + 1;
+    if (opts.deadLetter !== false) {
+      store.deadLetter({
+        source,
+        reason,
+        detail,
+        ...(opts.deviceId !== undefined ? { deviceId: opts.deviceId } : {}),
+        ...(opts.payload !== undefined ? { payload: opts.payload } : {}),
+      });
+    }
+    // SPEC §3: logged once per device per minute, whatever the flood.
+    const gate = throttle.allow(`${opts.deviceId ?? source}:${reason}`);
+    if (gate.ok) logger.warn({ source, deviceId: opts.deviceId, reason, suppressed: gate.suppressed }, detail);
+  }
+
+  function commit(draft: ReadingDraft, device: DeviceRecord, source: RejectSource): Promise<void> {
+    const reading: Reading = { ...draft, place: device.place };
+    // Codecs are pure and tested against this schema; a reading that still fails it is a codec
+    // bug, and it is kept as a dead letter rather than stored half-valid.
+    const valid = ReadingSchema.safeParse(reading);
+    if (!valid.success) {
+      logger.error({ deviceId: device.id, model: device.model, issues: valid.error.issues.length }, 'codec produced an invalid reading');
+      reject(source, 'ING_ERR_INVALID_READING', valid.error.message, { deviceId: device.id });
+      return Promise.resolve();
+    }
+    previous.set(device.id, { ...previous.get(device.id), ...reading.state });
+    const key = `${reading.kind}/${reading.model}`;
+    return store.append(reading).then((seq) => {
+      accepted[key] = (accepted[key] ?? 0) + 1;
+      const alarm = isAlarmReading(reading);
+      if (alarm || (reading.events.length > 0 && reading.events[0] !== 'heartbeat')) {
+        logger.info({ seq, deviceId: reading.deviceId, kind: reading.kind, events: reading.events, grid: reading.place.grid }, alarm ? 'alarm reading' : 'reading');
+      } else {
+        logger.debug({ seq, deviceId: reading.deviceId, kind: reading.kind }, 'reading');
+      }
+    });
+  }
+
+  return {
+    acceptMqtt(msg: MqttUplink): Promise<void> {
+      const { device } = msg;
+      const model = deps.modelFor(device.model);
+      if (model?.transport !== 'mqtt') {
+        reject('mqtt', 'ING_ERR_MODEL', `device ${device.id} has no MQTT model (${device.model})`, { deviceId: device.id });
+        return Promise.resolve();
+      }
+      const decoded = model.decode(msg.payload, { deviceId: device.id, receivedAt: msg.receivedAt, previous: previous.get(device.id) });
+      if (!decoded.ok) {
+        reject('mqtt', decoded.error.code, decoded.error.message, { deviceId: device.id, payload: msg.payload });
+        return Promise.resolve();
+      }
+      // SPEC §3: over-limit telemetry is dropped, an alarm never is.
+      if (msg.overLimit && !isAlarmReading(decoded.value)) {
+        droppedOverLimit++;
+        const gate = throttle.allow(`${device.id}:over_limit`);
+        if (gate.ok) logger.warn({ deviceId: device.id, suppressed: gate.suppressed }, 'telemetry over the rate limit dropped');
+        return Promise.resolve();
+      }
+      return commit(decoded.value, device, 'mqtt');
+    },
+    acceptDraft: (draft, device) => commit(draft, device, 'serial'),
+    reject,
+    previousState: (deviceId) => previous.get(deviceId),
+    stats: () => ({ accepted: { ...accepted }, rejected: { ...rejected }, droppedOverLimit }),
+  };
+}

@@ -1,0 +1,35 @@
+/**
+ * The store's error catalogue (STYLE.md: one catalogue per folder, stable codes). Callers branch
+ * on `code`, never on the message.
+ */
+export const STORE_ERRORS = {
+  STORE_ERR_CONFIG: 'invalid store options',
+  STORE_ERR_OPEN: 'cannot open the store database',
+  STORE_ERR_SCHEMA: 'the database schema is newer than this gridedge',
+  STORE_ERR_WRITE: 'the transaction holding this write did not commit',
+  STORE_ERR_CLOSED: 'the store is closed',
+  STORE_ERR_UNKNOWN_CONSUMER: 'no consumer of that name is registered',
+  STORE_ERR_CURSOR: 'a consumer acknowledged a sequence number that was never committed',
+} as const;
+
+export type StoreErrorCode = keyof typeof STORE_ERRORS;
+
+export class StoreError extends Error {
+  override readonly name = 'StoreError';
+  readonly code: StoreErrorCode;
+
+  constructor(code: StoreErrorCode, detail?: string, options?: { cause?: unknown }) {
+    super(detail ? `${STORE_ERRORS[code]}: ${detail}` : STORE_ERRORS[code], options);
+    this.code = code;
+  }
+}
+
+export function isStoreError(err: unknown, code?: StoreErrorCode): err is StoreError {
+  return err instanceof StoreError && (code === undefined || err.code === code);
+}
+
+/** The SQLite result code (`SQLITE_FULL`, `SQLITE_IOERR_WRITE`, …) of a better-sqlite3 error. */
+export function sqliteCode(err: unknown): string | undefined {
+  if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string') return err.code;
+  return undefined;
+}
