@@ -2,10 +2,11 @@ import type { Command } from '../command.js';
 import { configCheck } from './config-check.js';
 import { devicesImport } from './devices-import.js';
 import { devicesList } from './devices-list.js';
+import { start } from './start.js';
 
 /**
  * Every command `gridedge` has, in the order `--help` lists them. To add one (start, demo,
  * simulate, rules check), write `commands/<name>.ts` exporting a `Command` and add it here;
  * main.ts dispatches on the words of `name` and builds the help from this list.
  */
-export const COMMANDS: readonly Command[] = [configCheck, devicesImport, devicesList];
+export const COMMANDS: readonly Command[] = [start, configCheck, devicesImport, devicesList];

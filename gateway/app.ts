@@ -1,0 +1,156 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { MODELS } from '../devices/catalogue.js';
+import { localTopics } from '../devices/topics.js';
+import { createPipeline, type Pipeline } from '../ingest/pipeline/index.js';
+import { openStore, type Store } from '../ingest/store/index.js';
+import { createDeviceBroker, type DeviceBroker } from './broker/index.js';
+import type { GatewayConfig } from './config/schema.js';
+import type { DeviceRegistry } from './registry/registry.js';
+import { createSerialBuses, type SerialBuses } from './serial-buses.js';
+import type { OpenPort } from './serial/bus.js';
+import { createSinkSet, type SinkSet } from './sinks.js';
+
+export interface GatewayDeps {
+  readonly config: GatewayConfig;
+  readonly registry: DeviceRegistry;
+  readonly logger: Logger;
+  readonly clock?: () => number;
+  /** Serial transport; the demo gives an in-process one when socat is missing. */
+  readonly openPort?: OpenPort;
+}
+
+export interface Gateway {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Available after start(). */
+  readonly store: Store;
+  readonly broker: DeviceBroker;
+  readonly pipeline: Pipeline;
+  health(): GatewayHealth;
+}
+
+export interface GatewayHealth {
+  readonly ok: boolean;
+  readonly broker: { clients: number; ports: { tcp: number; tls?: number } };
+  readonly buses: ReturnType<SerialBuses['health']>;
+  readonly sinks: ReturnType<SinkSet['health']>;
+  readonly store: ReturnType<Store['stats']>;
+  readonly pipeline: ReturnType<Pipeline['stats']>;
+}
+
+const RETENTION_EVERY_MS = 10 * 60_000;
+
+/**
+ * The composition root (DESIGN.md, STYLE.md): it owns the sockets, ports, timers and files, and
+ * wires the libraries. Construction only stores dependencies; start() opens everything in the
+ * order a reading flows backwards (store first, device listeners last), stop() undoes it.
+ */
+export function createGateway(deps: GatewayDeps): Gateway {
+  const { config, registry, logger } = deps;
+  const clock = deps.clock ?? Date.now;
+  let parts:
+    | { store: Store; pipeline: Pipeline; broker: DeviceBroker; buses: SerialBuses; sinks: SinkSet; timers: NodeJS.Timeout[]; unsubscribe: () => void }
+    | undefined;
+
+  function need() {
+    if (!parts) throw new Error('the gateway is not started');
+    return parts;
+  }
+
+  return {
+    async start() {
+      mkdirSync(config.gateway.dataDir, { recursive: true });
+      const store = openStore({
+        path: join(config.gateway.dataDir, 'gridedge.db'),
+        clock,
+        logger: logger.child({ module: 'store' }),
+        outboxMaxBytes: config.outbox.maxBytes,
+      });
+      const pipeline = createPipeline({ store, modelFor: (id) => MODELS.get(id), logger: logger.child({ module: 'pipeline' }), clock });
+      const sinks = createSinkSet(config.sinks, store, logger.child({ module: 'sinks' }));
+      const brokerLog = logger; // the broker names its own module in its log lines
+      const broker = createDeviceBroker({
+        listen: config.mqtt.listen,
+        tls: config.mqtt.tls,
+        maxPayloadBytes: config.mqtt.maxPayloadBytes,
+        rateLimit: config.mqtt.rateLimit,
+        operators: config.mqtt.operators,
+        devices: registry,
+        isMqttModel: (id) => MODELS.get(id)?.transport === 'mqtt',
+        onDeviceMessage: (msg) => pipeline.acceptMqtt(msg),
+        onPresence: (deviceId, online, at, reason) => brokerLog.info({ deviceId, online, at, reason }, online ? 'device online' : 'device offline'),
+        logger: brokerLog,
+        clock,
+      });
+      const buses = createSerialBuses({
+        buses: config.serial,
+        registry,
+        pipeline,
+        logger, // each bus, master and reader names its own module
+        ...(deps.openPort ? { openPort: deps.openPort } : {}),
+      });
+      // Fan-out listens to commits only: nothing downstream sees a reading a crash could lose.
+      const unsubscribe = store.onCommit((batch) => {
+        sinks.notify();
+        for (const { reading } of batch) {
+          broker.publishLocal(localTopics.reading(reading.kind, reading.deviceId), JSON.stringify(reading)).catch((err: unknown) => {
+            brokerLog.warn({ err }, 'local republish failed');
+          });
+        }
+      }, 'gateway');
+
+      const retention = config.sinks.find((s) => s.type === 'embedded')?.retention;
+      const timers: NodeJS.Timeout[] = [];
+      if (retention !== undefined) {
+        const prune = () =>
+          store.pruneExpired({ retentionMs: retention }).catch((err: unknown) => logger.warn({ err }, 'retention pruning failed'));
+        timers.push(setInterval(() => void prune(), RETENTION_EVERY_MS).unref());
+      }
+      parts = { store, pipeline, broker, buses, sinks, timers, unsubscribe };
+      sinks.start();
+      await buses.start();
+      await broker.start();
+      logger.info({ gateway: config.gateway.id, devices: registry.size, ports: broker.ports(), buses: config.serial.length }, 'gateway started');
+    },
+
+    async stop() {
+      if (!parts) return;
+      const p = parts;
+      parts = undefined;
+      p.timers.forEach((t) => clearInterval(t));
+      await p.broker.stop();
+      await p.buses.stop();
+      p.store.flush();
+      await p.sinks.stop();
+      p.unsubscribe();
+      await p.store.close();
+      logger.info({ gateway: config.gateway.id }, 'gateway stopped');
+    },
+
+    get store() {
+      return need().store;
+    },
+    get broker() {
+      return need().broker;
+    },
+    get pipeline() {
+      return need().pipeline;
+    },
+
+    health() {
+      const p = need();
+      const sinks = p.sinks.health();
+      const buses = p.buses.health();
+      return {
+        ok: sinks.every((s) => s.ok) && buses.every((b) => b.bus.state === 'open'),
+        broker: { clients: p.broker.clients(), ports: p.broker.ports() },
+        buses,
+        sinks,
+        store: p.store.stats(),
+        pipeline: p.pipeline.stats(),
+      };
+    },
+  };
+}
