@@ -56,9 +56,9 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       accepted[key] = (accepted[key] ?? 0) + 1;
       const alarm = isAlarmReading(reading);
       if (alarm || (reading.events.length > 0 && reading.events[0] !== 'heartbeat')) {
-        logger.info({ seq, deviceId: reading.deviceId, kind: reading.kind, events: reading.events, grid: reading.place.grid }, alarm ? 'alarm reading' : 'reading');
+        logger.info({ seq, deviceId: reading.deviceId, kind: reading.kind, model: reading.model, events: reading.events, grid: reading.place.grid }, alarm ? 'alarm reading' : 'reading');
       } else {
-        logger.debug({ seq, deviceId: reading.deviceId, kind: reading.kind }, 'reading');
+        logger.debug({ seq, deviceId: reading.deviceId, kind: reading.kind, model: reading.model, metrics: reading.metrics, state: reading.state }, 'reading');
       }
     });
   }
