@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import type { z } from 'zod';
 import { fail, ok, type Result } from './errors.js';
 import type { DeviceState, DownlinkCommand } from './model.js';
 
