@@ -45,7 +45,7 @@ export type ReadingDraft = Omit<Reading, 'place'>;
 
 /** SPEC §2: the device's own time when it is plausible, else the time we received it. */
 export function chooseTimestamp(deviceTs: number | undefined, receivedAt: number): number {
-  if (deviceTs === undefined || !Number.isSafeInteger(deviceTs)) return receivedAt;
+  if (deviceTs === undefined || !Number.isSafeInteger(deviceTs) || deviceTs < 0) return receivedAt;
   return Math.abs(deviceTs - receivedAt) <= MAX_CLOCK_SKEW_MS ? deviceTs : receivedAt;
 }
 
