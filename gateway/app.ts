@@ -10,6 +10,7 @@ import type { GatewayConfig } from './config/schema.js';
 import type { DeviceRegistry } from './registry/registry.js';
 import { createSerialBuses, type SerialBuses } from './serial-buses.js';
 import type { OpenPort } from './serial/bus.js';
+import { createSafety, type Safety } from './safety.js';
 import { createSinkSet, type SinkSet } from './sinks.js';
 
 export interface GatewayDeps {
@@ -28,6 +29,8 @@ export interface Gateway {
   readonly store: Store;
   readonly broker: DeviceBroker;
   readonly pipeline: Pipeline;
+  /** Rules, incidents and the uplink. */
+  readonly safety: Safety;
   health(): GatewayHealth;
 }
 
@@ -38,6 +41,8 @@ export interface GatewayHealth {
   readonly sinks: ReturnType<SinkSet['health']>;
   readonly store: ReturnType<Store['stats']>;
   readonly pipeline: ReturnType<Pipeline['stats']>;
+  readonly rules: ReturnType<Safety['health']>['rules'];
+  readonly uplink: ReturnType<Safety['health']>['uplink'];
 }
 
 const RETENTION_EVERY_MS = 10 * 60_000;
@@ -51,7 +56,16 @@ export function createGateway(deps: GatewayDeps): Gateway {
   const { config, registry, logger } = deps;
   const clock = deps.clock ?? Date.now;
   let parts:
-    | { store: Store; pipeline: Pipeline; broker: DeviceBroker; buses: SerialBuses; sinks: SinkSet; timers: NodeJS.Timeout[]; unsubscribe: () => void }
+    | {
+        store: Store;
+        pipeline: Pipeline;
+        broker: DeviceBroker;
+        buses: SerialBuses;
+        sinks: SinkSet;
+        safety: Safety;
+        timers: NodeJS.Timeout[];
+        unsubscribe: () => void;
+      }
     | undefined;
 
   function need() {
@@ -101,6 +115,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
         }
       }, 'gateway');
 
+      const safety = await createSafety({ config, registry, store, broker, logger, clock });
+
       const retention = config.sinks.find((s) => s.type === 'embedded')?.retention;
       const timers: NodeJS.Timeout[] = [];
       if (retention !== undefined) {
@@ -108,8 +124,10 @@ export function createGateway(deps: GatewayDeps): Gateway {
           store.pruneExpired({ retentionMs: retention }).catch((err: unknown) => logger.warn({ err }, 'retention pruning failed'));
         timers.push(setInterval(() => void prune(), RETENTION_EVERY_MS).unref());
       }
-      parts = { store, pipeline, broker, buses, sinks, timers, unsubscribe };
+      parts = { store, pipeline, broker, buses, sinks, safety, timers, unsubscribe };
       sinks.start();
+      // Rules first: they replay what a crash left unevaluated before any new reading arrives.
+      await safety.start();
       await buses.start();
       await broker.start();
       logger.info({ gateway: config.gateway.id, devices: registry.size, ports: broker.ports(), buses: config.serial.length }, 'gateway started');
@@ -123,6 +141,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
       await p.broker.stop();
       await p.buses.stop();
       p.store.flush();
+      await p.safety.stop();
       await p.sinks.stop();
       p.unsubscribe();
       await p.store.close();
@@ -138,18 +157,22 @@ export function createGateway(deps: GatewayDeps): Gateway {
     get pipeline() {
       return need().pipeline;
     },
+    get safety() {
+      return need().safety;
+    },
 
     health() {
       const p = need();
       const sinks = p.sinks.health();
       const buses = p.buses.health();
       return {
-        ok: sinks.every((s) => s.ok) && buses.every((b) => b.bus.state === 'open'),
+        ok: sinks.every((s) => s.ok) && buses.every((b) => b.bus.state === 'open') && (p.safety.health().uplink?.connected ?? true),
         broker: { clients: p.broker.clients(), ports: p.broker.ports() },
         buses,
         sinks,
         store: p.store.stats(),
         pipeline: p.pipeline.stats(),
+        ...p.safety.health(),
       };
     },
   };

@@ -1,17 +1,10 @@
-import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openStore } from '../../ingest/store/index.js';
+import { afterAll, describe, expect, it } from 'vitest';
 import { cleanupAll } from '../helpers/cleanup.js';
-import { spawnProcess } from '../helpers/process.js';
-import { createPtyPair, type PtyPair } from '../helpers/pty.js';
-import { makeTempDir, type TempDir } from '../helpers/tmp.js';
+import { prepareExampleSite } from './example-site.js';
 
 // Issue 3 "done when": `gridedge start` with the example config and `gridedge simulate` in another
 // terminal give normalized readings for all five models — two real processes, real MQTT, and
 // real pseudo-terminals for the Modbus bus and the RF bridge.
-const EXAMPLE = join(import.meta.dirname, '../../examples/donghuashi');
-const BIN = join(import.meta.dirname, '../../bin/gridedge.js');
 
 const SCENARIO = `
 name: e2e — the reference scenario, compressed
@@ -25,50 +18,23 @@ steps:
   - { at: 3s, device: PGR-0501-302, send: { events: [sos] } }
 `;
 
-describe('gridedge start + gridedge simulate, all five models', () => {
-  let dir: TempDir;
-  const ptys: PtyPair[] = [];
 
-  beforeAll(async () => {
-    dir = await makeTempDir('gridedge-e2e-');
-    for (let i = 0; i < 3; i++) ptys.push(await createPtyPair());
-  });
+describe('gridedge start + gridedge simulate, all five models', () => {
   afterAll(async () => {
     await cleanupAll();
   });
 
   it('stores normalized readings for every model, alarms included', async () => {
-    const [rs1, rs2, rf] = ptys as [PtyPair, PtyPair, PtyPair];
-    const config = readFileSync(join(EXAMPLE, 'gridedge.yaml'), 'utf8')
-      .replace('/dev/ttyUSB0', rs1.a)
-      .replace('/dev/ttyUSB2', rs2.a)
-      .replace('/dev/ttyUSB1', rf.a)
-      .replace(/port: 1883\b/, 'port: 0')
-      .replace('dataDir: ./data', `dataDir: ${join(dir.path, 'data')}`)
-      .replace('devices: ./devices.csv', `devices: ${join(EXAMPLE, 'devices.csv')}`);
-    const configFile = join(dir.path, 'gridedge.yaml');
-    writeFileSync(configFile, config);
-    const scenarioFile = join(dir.path, 'scenario.yaml');
-    writeFileSync(scenarioFile, SCENARIO);
-
-    const gateway = await spawnProcess(process.execPath, [BIN, 'start', '-c', configFile], { name: 'gridedge start' });
-    const line = await gateway.waitForLine(/MQTT on .*:(\d+),/, 20_000);
-    const port = /:(\d+),/.exec(line)?.[1];
-    expect(port).toBeDefined();
-
-    const sim = await spawnProcess(
-      process.execPath,
-      [BIN, 'simulate', '--url', `mqtt://127.0.0.1:${port}`, '--site', EXAMPLE, '--scenario', scenarioFile,
-        '--serial', `rs485-1=${rs1.b}`, '--serial', `rs485-2=${rs2.b}`, '--serial', `rf-1=${rf.b}`],
-      { name: 'gridedge simulate' },
-    );
+    const site = await prepareExampleSite();
+    const gateway = await site.startGateway();
+    const sim = await site.simulate(gateway.port, SCENARIO);
     const status = await sim.waitForExit(60_000);
     expect(status, sim.output()).toEqual({ code: 0, signal: null });
     // Let the last meter poll (1 s interval) and the RF press land, then stop the gateway cleanly.
     await new Promise((r) => setTimeout(r, 2_500));
-    expect(await gateway.stop(10_000)).toMatchObject({ code: 0 });
+    expect(await gateway.process.stop(10_000)).toMatchObject({ code: 0 });
 
-    const store = openStore({ path: join(dir.path, 'data', 'gridedge.db'), clock: Date.now, logger: { info() {}, warn() {}, error() {} } });
+    const store = site.openStore();
     try {
       const events = (id: string) => store.queryReadings({ deviceId: id, limit: 10_000 }).flatMap((s) => s.reading.events);
       const models = (id: string) => new Set(store.queryReadings({ deviceId: id, limit: 1 }).map((s) => s.reading.model));
