@@ -124,11 +124,13 @@ export async function createSafety(deps: SafetyDeps): Promise<Safety> {
       manager.start();
       engine.restore(store.loadDeviceStates());
       // Replay what a crash left committed but unevaluated, then follow new commits.
-      for (let batch = store.readAfter(RULES_CONSUMER, REPLAY_BATCH); batch.length > 0; batch = store.readAfter(RULES_CONSUMER, REPLAY_BATCH)) {
+      let after = store.listConsumers().find((c) => c.name === RULES_CONSUMER)?.cursor ?? 0;
+      for (let batch = store.readAfter(RULES_CONSUMER, REPLAY_BATCH, after); batch.length > 0; batch = store.readAfter(RULES_CONSUMER, REPLAY_BATCH, after)) {
         batch.forEach(evaluate);
-        engine.flush();
-        store.ack(RULES_CONSUMER, (batch[batch.length - 1] as StoredReading).seq);
+        after = (batch[batch.length - 1] as StoredReading).seq;
       }
+      engine.flush();
+      if (engine.persistedSeq() > 0) store.ack(RULES_CONSUMER, Math.min(engine.persistedSeq(), after));
       unsubscribe = store.onCommit((batch) => batch.forEach(evaluate), 'rules');
       timer = setInterval(() => {
         const now = clock();

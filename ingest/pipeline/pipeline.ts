@@ -12,7 +12,12 @@ import type { MqttUplink, Pipeline, PipelineDeps, RejectSource } from './types.j
 export function createPipeline(deps: PipelineDeps): Pipeline {
   const { store, logger, clock } = deps;
   const previous = new Map<string, Readonly<Record<string, boolean>>>();
-  for (const s of store.loadDeviceStates()) previous.set(s.deviceId, s.state);
+  // The state as last committed; `previous` runs ahead of it by the readings still being committed.
+  const durable = new Map<string, Readonly<Record<string, boolean>>>();
+  for (const s of store.loadDeviceStates()) {
+    previous.set(s.deviceId, s.state);
+    durable.set(s.deviceId, s.state);
+  }
 
   const accepted: Record<string, number> = {};
   const rejected: Record<string, number> = {};
@@ -52,15 +57,26 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     }
     previous.set(device.id, { ...previous.get(device.id), ...reading.state });
     const key = `${reading.kind}/${reading.model}`;
-    return store.append(reading).then((seq) => {
-      accepted[key] = (accepted[key] ?? 0) + 1;
-      const alarm = isAlarmReading(reading);
-      if (alarm || (reading.events.length > 0 && reading.events[0] !== 'heartbeat')) {
-        logger.info({ seq, deviceId: reading.deviceId, kind: reading.kind, model: reading.model, events: reading.events, grid: reading.place.grid }, alarm ? 'alarm reading' : 'reading');
-      } else {
-        logger.debug({ seq, deviceId: reading.deviceId, kind: reading.kind, model: reading.model, metrics: reading.metrics, state: reading.state }, 'reading');
-      }
-    });
+    return store.append(reading).then(
+      (seq) => {
+        durable.set(device.id, { ...durable.get(device.id), ...reading.state });
+        accepted[key] = (accepted[key] ?? 0) + 1;
+        const alarm = isAlarmReading(reading);
+        if (alarm || (reading.events.length > 0 && reading.events[0] !== 'heartbeat')) {
+          logger.info({ seq, deviceId: reading.deviceId, kind: reading.kind, model: reading.model, events: reading.events, grid: reading.place.grid }, alarm ? 'alarm reading' : 'reading');
+        } else {
+          logger.debug({ seq, deviceId: reading.deviceId, kind: reading.kind, model: reading.model, metrics: reading.metrics, state: reading.state }, 'reading');
+        }
+      },
+      (err: unknown) => {
+        // Not stored, so not what the device's resend may be compared with (SPEC §3.3): a resent
+        // smoke:true would otherwise be a plain heartbeat, without its fire_alarm.
+        const last = durable.get(device.id);
+        if (last) previous.set(device.id, last);
+        else previous.delete(device.id);
+        throw err;
+      },
+    );
   }
 
   return {

@@ -2,6 +2,7 @@ import type { Command } from '../command.js';
 import { configCheck } from './config-check.js';
 import { devicesImport } from './devices-import.js';
 import { devicesList } from './devices-list.js';
+import { rulesCheck } from './rules-check.js';
 import { simulate } from './simulate.js';
 import { start } from './start.js';
 
@@ -10,4 +11,4 @@ import { start } from './start.js';
  * simulate, rules check), write `commands/<name>.ts` exporting a `Command` and add it here;
  * main.ts dispatches on the words of `name` and builds the help from this list.
  */
-export const COMMANDS: readonly Command[] = [start, simulate, configCheck, devicesImport, devicesList];
+export const COMMANDS: readonly Command[] = [start, simulate, configCheck, rulesCheck, devicesImport, devicesList];
