@@ -15,6 +15,7 @@ import {
 } from '../rules/incidents/index.js';
 import type { DeviceBroker } from './broker/index.js';
 import type { GatewayConfig } from './config/schema.js';
+import { createDownlink, type Downlink } from './downlink.js';
 import type { DeviceRegistry } from './registry/registry.js';
 import { createCommandHandler, createUplink, type Uplink } from './uplink/index.js';
 
@@ -39,6 +40,7 @@ export interface Safety {
   stop(): Promise<void>;
   readonly manager: IncidentManager;
   readonly engine: RuleEngine;
+  readonly downlink: Downlink;
   health(): { rules: ReturnType<RuleEngine['stats']>; uplink: ReturnType<Uplink['health']> | undefined };
 }
 
@@ -53,6 +55,7 @@ export async function createSafety(deps: SafetyDeps): Promise<Safety> {
   const logger = deps.logger.child({ module: 'safety' });
   const { rules } = await loadRules(config.rules, config.gateway.dataDir);
 
+  const downlink = createDownlink({ registry, broker });
   const incidents: IncidentStore = openIncidentStore({ dataDir: config.gateway.dataDir, logger, outbox: config.uplink !== undefined });
   const residents = registry.list().flatMap((d) => (d.resident ? [d.resident.name, d.resident.phone] : []));
   const manager = createIncidentManager({
@@ -77,11 +80,10 @@ export async function createSafety(deps: SafetyDeps): Promise<Safety> {
   /** SPEC §3.3: a human acknowledged: tell the MQTT devices that raised it (a pager shows it to the resident). */
   function ackDevices(incident: Incident, change: IncidentChange): void {
     for (const id of incident.deviceIds) {
-      const device = registry.get(id);
-      const model = device ? MODELS.get(device.model) : undefined;
-      if (model?.transport !== 'mqtt') continue;
-      const cmd = model.encodeCommand({ cmd: 'ack', incident: incident.id, text: change.actor });
-      broker.publishDown(id, cmd).catch((err: unknown) => logger.warn({ err, deviceId: id }, 'downlink ack failed'));
+      if (MODELS.get(registry.get(id)?.model ?? '')?.transport !== 'mqtt') continue;
+      downlink
+        .send(id, { cmd: 'ack', incident: incident.id, text: change.note ?? '' })
+        .catch((err: unknown) => logger.warn({ err, deviceId: id }, 'downlink ack failed'));
     }
   }
 
@@ -119,6 +121,7 @@ export async function createSafety(deps: SafetyDeps): Promise<Safety> {
   return {
     manager,
     engine,
+    downlink,
     async start() {
       store.registerConsumer(RULES_CONSUMER, { from: 'start' });
       manager.start();

@@ -26,11 +26,11 @@ import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.js';
  */
 
 /**
- * How long the upstream is down during the storm. The issue asks for 60 s; 15 s keeps the suite
- * reasonable and exercises the same path (reconnect backoff tops out at 1 s here). Raise it with
- * GRIDEDGE_UPLINK_OUTAGE_MS=60000.
+ * How long the upstream is down during the storm: 60 s, as the issue asks (the uplink's reconnect
+ * backoff reaches its ceiling and stays there). Shorten it while iterating with
+ * GRIDEDGE_UPLINK_OUTAGE_MS=15000.
  */
-const OUTAGE_MS = Number(process.env.GRIDEDGE_UPLINK_OUTAGE_MS ?? 15_000);
+const OUTAGE_MS = Number(process.env.GRIDEDGE_UPLINK_OUTAGE_MS ?? 60_000);
 const STORM_CHANGES = 200;
 
 const PREFIX = 'city/110101013';
