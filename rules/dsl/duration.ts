@@ -1,7 +1,7 @@
 /**
- * Durations in rule files: the grammar of gridedge.yaml (SPEC §11) — a number and a unit,
- * `500ms`, `5s`, `2m`, `1h`, `35d`, or several (`1h30m`). rules/ may not import gateway/, so the
- * grammar is repeated here; tests/unit/rules/dsl.test.ts holds the two to the same examples.
+ * Durations, the one grammar of gridedge.yaml, the device CSV and rule files (SPEC §11): a number
+ * and a unit, `500ms`, `5s`, `2m`, `1h`, `35d`, or several (`1h30m`). It lives here because rules/
+ * may not import gateway/; gateway/config/duration.ts builds its zod field on it.
  * A bare number is refused: `for: 5` could be 5 ms or 5 s.
  */
 const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
