@@ -33,21 +33,9 @@ export const SMOKE_EDGES: EdgeTable = {
 
 /** Both smoke models can report everything SPEC §2 has for smoke. */
 export const SMOKE_PRODUCES: Produces = {
-  metrics: ['battery_pct', 'rssi_dbm'],
+  metrics: VOCABULARY.smoke.metrics,
   states: SMOKE_FLAGS,
-  events: [
-    'fire_alarm',
-    'fire_clear',
-    'silenced',
-    'fault',
-    'fault_clear',
-    'battery_low',
-    'battery_ok',
-    'tamper',
-    'tamper_clear',
-    'self_test',
-    'heartbeat',
-  ],
+  events: VOCABULARY.smoke.events,
 };
 
 /** The smoke flags among `flags` (a device's last known state, a sample's state…); a flag not there is false. */
