@@ -131,7 +131,7 @@ try {
   const upPort = await freePort();
   writeFileSync(
     join(dir, 'mosquitto.conf'),
-    [`listener ${upPort} 127.0.0.1`, 'allow_anonymous true', 'persistence false', 'log_dest stderr', 'log_type error', 'log_type warning', 'log_type notice', ...(process.getuid?.() === 0 ? ['user root'] : []), ''].join('\n'),
+    [`listener ${upPort} 127.0.0.1`, 'allow_anonymous true', 'persistence false', 'log_dest stderr', 'log_type error', 'log_type warning', 'log_type notice', 'log_type information', ...(process.getuid?.() === 0 ? ['user root'] : []), ''].join('\n'),
   );
   const mosquitto = await startChild('mosquitto', 'mosquitto', ['-c', join(dir, 'mosquitto.conf')], /mosquitto version \S+ running/);
   const upUrl = `mqtt://127.0.0.1:${upPort}`;
