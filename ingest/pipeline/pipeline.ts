@@ -1,6 +1,7 @@
 import type { DeviceRecord } from '../../devices/device-record.js';
 import { ReadingSchema, isAlarmReading, type Reading, type ReadingDraft } from '../../devices/reading.js';
 import { createLogThrottle } from '../log-throttle.js';
+import { isResendOf } from './resend.js';
 import type { MqttUplink, Pipeline, PipelineDeps, RejectSource } from './types.js';
 
 /**
@@ -22,6 +23,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
   const accepted: Record<string, number> = {};
   const rejected: Record<string, number> = {};
   let droppedOverLimit = 0;
+  let duplicates = 0;
   const throttle = createLogThrottle(clock);
 
   function reject(
@@ -53,6 +55,12 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     if (!valid.success) {
       logger.error({ deviceId: device.id, model: device.model, issues: valid.error.issues.length }, 'codec produced an invalid reading');
       reject(source, 'ING_ERR_INVALID_READING', valid.error.message, { deviceId: device.id });
+      return Promise.resolve();
+    }
+    // Only a device-stamped reading can be recognised as a resend (resend.ts); serial readings never are.
+    if (source === 'mqtt' && reading.ts !== reading.receivedAt && isResendOf(reading, store.queryReadings({ deviceId: device.id, from: reading.ts, to: reading.ts, limit: 16 }))) {
+      duplicates++;
+      logger.debug({ deviceId: device.id, ts: reading.ts }, 'resent reading already stored');
       return Promise.resolve();
     }
     previous.set(device.id, { ...previous.get(device.id), ...reading.state });
@@ -104,6 +112,6 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     acceptDraft: (draft, device) => commit(draft, device, 'serial'),
     reject,
     previousState: (deviceId) => previous.get(deviceId),
-    stats: () => ({ accepted: { ...accepted }, rejected: { ...rejected }, droppedOverLimit }),
+    stats: () => ({ accepted: { ...accepted }, rejected: { ...rejected }, droppedOverLimit, duplicates }),
   };
 }

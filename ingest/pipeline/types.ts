@@ -1,13 +1,14 @@
 import type { DeviceRecord } from '../../devices/device-record.js';
 import type { Model } from '../../devices/model.js';
 import type { Reading, ReadingDraft } from '../../devices/reading.js';
-import type { DeadLetterInput, DeviceState, StoreLogger } from '../store/index.js';
+import type { DeadLetterInput, DeviceState, ReadingQuery, StoreLogger, StoredReading } from '../store/index.js';
 
 /** What the pipeline needs of the store: commit readings, keep rejects, and the state at start. */
 export interface PipelineStore {
   append(reading: Reading): Promise<number>;
   deadLetter(letter: DeadLetterInput): void;
   loadDeviceStates(): DeviceState[];
+  queryReadings(query: ReadingQuery): StoredReading[];
 }
 
 export interface PipelineDeps {
@@ -37,6 +38,8 @@ export interface PipelineStats {
   readonly rejected: Readonly<Record<string, number>>;
   /** Telemetry dropped by the per-device rate limit. */
   readonly droppedOverLimit: number;
+  /** Resends of readings already stored (a QoS 1 publish whose PUBACK the device never got). */
+  readonly duplicates: number;
 }
 
 export interface Pipeline {

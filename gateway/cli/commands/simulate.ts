@@ -356,7 +356,7 @@ async function scenarioMode(p: Plan, file: string, site: readonly SiteDevice[], 
 
 // ---- serial simulators ------------------------------------------------------------------------
 
-interface SerialSimulators {
+export interface SerialSimulators {
   readonly driver: SerialDriver;
   readonly summary: string;
   stop(): Promise<void>;
@@ -367,7 +367,7 @@ interface SerialSimulators {
  * answering with a healthy sample until a scenario changes it), or a simulated RF bridge. Loaded
  * on demand: serialport is a native module the other runs do not need.
  */
-async function startSerial(buses: ReadonlyMap<string, string>, site: readonly SiteDevice[]): Promise<SerialSimulators> {
+export async function startSerial(buses: ReadonlyMap<string, string>, site: readonly SiteDevice[]): Promise<SerialSimulators> {
   const plans = [...buses].map(([bus, path]) => {
     const onBus = site.filter((d) => d.bus === bus);
     const transports = new Set(onBus.map((d) => getModel(d.model)?.transport));

@@ -73,6 +73,27 @@ describe('the ingest pipeline', () => {
     expect(events).toEqual([['fire_alarm'], ['heartbeat'], ['fire_clear']]);
   });
 
+  it('stores a resend of a device-stamped reading once, even across a restart (at least once, no duplicates)', async () => {
+    const ts = t.clock.now() - 1_000;
+    await uplink(SMOKE, json({ ts, smoke: true, battery: 80 }));
+    await uplink(SMOKE, json({ ts, smoke: true, battery: 80 })); // the device never got its PUBACK
+    await store.close();
+    make();
+    await uplink(SMOKE, json({ ts, smoke: true, battery: 80 })); // … and resends after the gateway's restart
+    expect(store.readAfter('x', 10).map((s) => s.reading.events)).toEqual([['fire_alarm']]);
+    expect(pipeline.stats().duplicates).toBe(1);
+  });
+
+  it('keeps two different events at the same device time, and readings without a device time', async () => {
+    const ts = t.clock.now() - 1_000;
+    await uplink(PAGER, json({ ts, event: 'sos', battery: 90 }));
+    await uplink(PAGER, json({ ts, event: 'fall', battery: 90 }));
+    await uplink(PAGER, json({ event: 'sos', battery: 90 }));
+    await uplink(PAGER, json({ event: 'sos', battery: 90 }));
+    expect(store.readAfter('x', 10).map((s) => s.reading.events)).toEqual([['sos'], ['fall'], ['sos'], ['sos']]);
+    expect(pipeline.stats().duplicates).toBe(0);
+  });
+
   it('takes serial drafts on the same path', async () => {
     const draft = { deviceId: 'ELC-1', model: 'elec-ers1', kind: 'electrical' as const, ts: 1, receivedAt: 1, metrics: { voltage_v: 220 }, state: { short_circuit: true }, events: ['short_circuit'] };
     await pipeline.acceptDraft(draft, METER);

@@ -1,0 +1,111 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { MODELS } from '../../devices/catalogue.js';
+import { demo, demoConfigText, exampleDir, withoutSerialRows } from '../../gateway/cli/commands/demo.js';
+import { parseConfig } from '../../gateway/config/load.js';
+import { loadRegistry, registryContext } from '../../gateway/registry/registry.js';
+import { loadSite } from '../../simulators/site.js';
+import type { CliIo } from '../../gateway/cli/command.js';
+import { openIncidentStore } from '../../rules/incidents/index.js';
+import { cleanupAll } from '../helpers/cleanup.js';
+import { makeTempDir } from '../helpers/tmp.js';
+
+// `gridedge demo` in-process: the example site with its serial buses on socat ptys, the SPEC §10
+// scenario compressed to 5 s (as in reference-scenario.test.ts), stopped by --duration.
+const GRID = '110101013001002';
+const SCENARIO = `
+name: SPEC §10, compressed
+steps:
+  - { at: 0s, meter: { bus: rs485-1, address: 1 }, sample: { metrics: { voltage_v: 221.6, current_a: 3.1, t1_c: 26.5 }, state: { short_circuit: false } } }
+  - { at: 0s, device: SMK-0701-B13, send: { events: [heartbeat] } }
+  - { at: 2s, meter: { bus: rs485-1, address: 1 }, sample: { metrics: { current_a: 38.6, t1_c: 31.2 }, state: { short_circuit: true } } }
+  - { at: 3s, meter: { bus: rs485-1, address: 1 }, sample: { metrics: { t1_c: 41.5 } } }
+  - { at: 4s, device: SMK-0701-B13, send: { events: [fire_alarm] } }
+  - { at: 5s, rf: { bus: rf-1, id: 5A3C1, key: sos } }
+`;
+
+const quiet = { info() {}, warn() {}, error() {} };
+
+describe('gridedge demo', () => {
+  afterAll(async () => {
+    await cleanupAll();
+  });
+
+  it('runs the example site in-process and raises the incidents of SPEC §10', async () => {
+    const tmp = await makeTempDir('gridedge-demo-test-');
+    const scenario = join(tmp.path, 'scenario.yaml');
+    writeFileSync(scenario, SCENARIO);
+    const data = join(tmp.path, 'data');
+    let out = '';
+    let err = '';
+    const io: CliIo = { stdout: (t) => void (out += t), stderr: (t) => void (err += t), cwd: tmp.path, models: () => Promise.resolve(MODELS) };
+
+    const code = await demo.run(['--port', '0', '--duration', '30s', '--data', data, '--scenario', scenario, '--log-level', 'silent'], io);
+    expect(code, `${out}\n${err}`).toBe(0);
+
+    expect(out).toMatch(/MQTT {8}mqtt:\/\/127\.0\.0\.1:\d+/);
+    expect(out).toContain(`data        ${data}`);
+    expect(out).toContain('http://127.0.0.1:8080/');
+    expect(out).toContain('demo-token-wang-dhs07');
+    expect(out).toContain('uplink      none');
+    expect(out).toMatch(/socat pids \d+, \d+, \d+/);
+    for (const type of ['electrical.short_circuit', 'fire', 'fire.confirmed', 'sos']) {
+      expect(out, out).toMatch(new RegExp(`NEW +${type.replace('.', '\\.')} critical {2}第2网格 \\(${GRID}\\)`));
+    }
+    expect(out).toMatch(/NEW +sos critical {2}第2网格 \(110101013001002\) building 5 room 302 {2}level 0 {2}open/);
+
+    const store = openIncidentStore({ dataDir: data, logger: quiet, outbox: false });
+    try {
+      const incidents = store.list({});
+      const byType = (type: string) => incidents.find((i) => i.type === type);
+      for (const type of ['electrical.short_circuit', 'fire', 'fire.confirmed', 'sos']) {
+        expect(byType(type), type).toMatchObject({ severity: 'critical', grid: GRID });
+      }
+      expect(byType('electrical.short_circuit')?.place).toMatchObject({ building: '7', room: 'B1-3' });
+      expect(byType('fire.confirmed')?.place).toMatchObject({ building: '7', room: 'B1-3' });
+      expect(byType('sos')?.place).toMatchObject({ building: '5', room: '302' });
+    } finally {
+      store.close();
+    }
+  }, 60_000);
+
+  it('without socat: says so and plays the MQTT devices only', async () => {
+    const tmp = await makeTempDir('gridedge-demo-test-');
+    const scenario = join(tmp.path, 'scenario.yaml');
+    writeFileSync(scenario, SCENARIO);
+    let out = '';
+    let err = '';
+    const io: CliIo = { stdout: (t) => void (out += t), stderr: (t) => void (err += t), cwd: tmp.path, models: () => Promise.resolve(MODELS) };
+    const path = process.env.PATH;
+    process.env.PATH = tmp.path; // no socat there
+    let code: number;
+    try {
+      code = await demo.run(['--port', '0', '--duration', '7s', '--data', join(tmp.path, 'data'), '--scenario', scenario, '--log-level', 'silent'], io);
+    } finally {
+      process.env.PATH = path;
+    }
+    expect(code, `${out}\n${err}`).toBe(0);
+    expect(err).toContain('socat is not on PATH');
+    expect(out).toContain('serial      none (socat not found)');
+    expect(out).toMatch(/NEW +fire critical {2}第2网格 \(110101013001002\) building 7 room B1-3/);
+    expect(out).not.toContain('electrical.short_circuit');
+    expect(out).not.toMatch(/NEW +sos/);
+  }, 30_000);
+
+  it('without socat: drops the serial buses and their devices, and the config still loads', async () => {
+    const tmp = await makeTempDir('gridedge-demo-nosocat-');
+    const example = exampleDir();
+    const site = await loadSite(join(example, 'devices.csv'));
+    const devicesFile = join(tmp.path, 'devices.csv');
+    writeFileSync(devicesFile, withoutSerialRows(readFileSync(site.file, 'utf8'), site.devices));
+    const text = demoConfigText(readFileSync(join(example, 'gridedge.yaml'), 'utf8'), { dataDir: join(tmp.path, 'data'), port: 0, devicesFile });
+    const config = parseConfig(text, { file: join(example, 'gridedge.yaml'), env: {} });
+    expect(config.serial).toEqual([]);
+    expect(config.mqtt.listen).toMatchObject({ host: '127.0.0.1', port: 0 });
+    expect(config.gateway.dataDir).toBe(join(tmp.path, 'data'));
+    const loaded = await loadRegistry(config.devices, registryContext(config, MODELS), { configFile: 'demo', display: (p) => p });
+    expect(loaded.ok && loaded.registry.size).toBe(site.devices.filter((d) => d.bus === undefined).length);
+    expect(loaded.ok && loaded.registry.list().some((d) => d.bus !== undefined)).toBe(false);
+  });
+});
