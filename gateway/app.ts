@@ -10,6 +10,8 @@ import type { GatewayConfig } from './config/schema.js';
 import type { DeviceRegistry } from './registry/registry.js';
 import { createSerialBuses, type SerialBuses } from './serial-buses.js';
 import type { OpenPort } from './serial/bus.js';
+import { createHttpServer, type HttpServer } from './http/server.js';
+import { createMetrics, type Metrics } from './metrics.js';
 import { createSafety, type Safety } from './safety.js';
 import { createSinkSet, type SinkSet } from './sinks.js';
 
@@ -31,6 +33,8 @@ export interface Gateway {
   readonly pipeline: Pipeline;
   /** Rules, incidents and the uplink. */
   readonly safety: Safety;
+  /** The HTTP API's bound port (SPEC §8), after start(). */
+  httpPort(): number;
   health(): GatewayHealth;
 }
 
@@ -63,6 +67,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
         buses: SerialBuses;
         sinks: SinkSet;
         safety: Safety;
+        http: HttpServer;
+        metrics: Metrics;
         timers: NodeJS.Timeout[];
         unsubscribe: () => void;
       }
@@ -76,6 +82,9 @@ export function createGateway(deps: GatewayDeps): Gateway {
   return {
     async start() {
       mkdirSync(config.gateway.dataDir, { recursive: true });
+      // The HTTP server needs the incident manager, and the manager (and the broker) tell the
+      // server's stream of every change: the one late-bound reference in the wiring.
+      const live: { http?: HttpServer } = {};
       const store = openStore({
         path: join(config.gateway.dataDir, 'gridedge.db'),
         clock,
@@ -94,7 +103,10 @@ export function createGateway(deps: GatewayDeps): Gateway {
         devices: registry,
         isMqttModel: (id) => MODELS.get(id)?.transport === 'mqtt',
         onDeviceMessage: (msg) => pipeline.acceptMqtt(msg),
-        onPresence: (deviceId, online, at, reason) => brokerLog.info({ deviceId, online, at, reason }, online ? 'device online' : 'device offline'),
+        onPresence: (deviceId, online, at, reason) => {
+          brokerLog.info({ deviceId, online, at, reason }, online ? 'device online' : 'device offline');
+          live.http?.broadcast({ type: 'device', data: { deviceId, online, at, reason } });
+        },
         logger: brokerLog,
         clock,
       });
@@ -115,7 +127,37 @@ export function createGateway(deps: GatewayDeps): Gateway {
         }
       }, 'gateway');
 
-      const safety = await createSafety({ config, registry, store, broker, logger, clock });
+      const safety = await createSafety({
+        config,
+        registry,
+        store,
+        broker,
+        logger,
+        clock,
+        onIncidentChange: (incident) => live.http?.broadcast({ type: 'incident', data: incident }),
+      });
+      const metrics = createMetrics({
+        health: () => healthOf(need()),
+        openIncidents: () => safety.manager.list({ status: ['open', 'acknowledged', 'dispatched'] }),
+        brokerStats: () => broker.stats(),
+        devicesOnline: () => devicesOnline(registry, store, clock()),
+      });
+      const http = createHttpServer({
+        host: config.http.host,
+        port: config.http.port,
+        users: config.users,
+        ...(config.http.metricsTokenHash !== undefined ? { metricsTokenHash: config.http.metricsTokenHash } : {}),
+        manager: safety.manager,
+        registry,
+        store,
+        downlink: safety.downlink,
+        health: () => healthOf(need()),
+        unregistered: () => buses.unregistered(),
+        metrics: () => metrics.text(),
+        logger: logger.child({ module: 'http' }),
+        clock,
+      });
+      live.http = http;
 
       const retention = config.sinks.find((s) => s.type === 'embedded')?.retention;
       const timers: NodeJS.Timeout[] = [];
@@ -124,13 +166,14 @@ export function createGateway(deps: GatewayDeps): Gateway {
           store.pruneExpired({ retentionMs: retention }).catch((err: unknown) => logger.warn({ err }, 'retention pruning failed'));
         timers.push(setInterval(() => void prune(), RETENTION_EVERY_MS).unref());
       }
-      parts = { store, pipeline, broker, buses, sinks, safety, timers, unsubscribe };
+      parts = { store, pipeline, broker, buses, sinks, safety, http, metrics, timers, unsubscribe };
       sinks.start();
       // Rules first: they replay what a crash left unevaluated before any new reading arrives.
       await safety.start();
       await buses.start();
       await broker.start();
-      logger.info({ gateway: config.gateway.id, devices: registry.size, ports: broker.ports(), buses: config.serial.length }, 'gateway started');
+      await http.start();
+      logger.info({ gateway: config.gateway.id, devices: registry.size, ports: broker.ports(), http: http.port(), buses: config.serial.length }, 'gateway started');
     },
 
     async stop() {
@@ -138,6 +181,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
       const p = parts;
       parts = undefined;
       p.timers.forEach((t) => clearInterval(t));
+      await p.http.stop();
       await p.broker.stop();
       await p.buses.stop();
       p.store.flush();
@@ -145,6 +189,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
       await p.sinks.stop();
       p.unsubscribe();
       await p.store.close();
+      p.metrics.stop();
       logger.info({ gateway: config.gateway.id }, 'gateway stopped');
     },
 
@@ -160,20 +205,43 @@ export function createGateway(deps: GatewayDeps): Gateway {
     get safety() {
       return need().safety;
     },
+    httpPort: () => need().http.port(),
 
-    health() {
-      const p = need();
-      const sinks = p.sinks.health();
-      const buses = p.buses.health();
-      return {
-        ok: sinks.every((s) => s.ok) && buses.every((b) => b.bus.state === 'open') && (p.safety.health().uplink?.connected ?? true),
-        broker: { clients: p.broker.clients(), ports: p.broker.ports() },
-        buses,
-        sinks,
-        store: p.store.stats(),
-        pipeline: p.pipeline.stats(),
-        ...p.safety.health(),
-      };
-    },
+    health: () => healthOf(need()),
   };
+}
+
+interface Parts {
+  store: Store;
+  pipeline: Pipeline;
+  broker: DeviceBroker;
+  buses: SerialBuses;
+  sinks: SinkSet;
+  safety: Safety;
+}
+
+/** `/healthz` (SPEC §8): broker, buses, sinks, outbox depth, uplink. */
+function healthOf(p: Parts): GatewayHealth {
+  const sinks = p.sinks.health();
+  const buses = p.buses.health();
+  const safety = p.safety.health();
+  return {
+    ok: sinks.every((s) => s.ok) && buses.every((b) => b.bus.state === 'open') && (safety.uplink?.connected ?? true),
+    broker: { clients: p.broker.clients(), ports: p.broker.ports() },
+    buses,
+    sinks,
+    store: p.store.stats(),
+    pipeline: p.pipeline.stats(),
+    ...safety,
+  };
+}
+
+/** Online: heard within twice the device's heartbeat (its own, or its model's). */
+function devicesOnline(registry: DeviceRegistry, store: Store, now: number): { kind: string; online: boolean }[] {
+  return registry.list().flatMap((d) => {
+    const model = MODELS.get(d.model);
+    if (!model) return [];
+    const lastSeen = store.getDeviceState(d.id)?.lastSeen;
+    return [{ kind: model.kind, online: lastSeen !== undefined && now - lastSeen <= 2 * (d.heartbeatMs ?? model.heartbeatMs) }];
+  });
 }

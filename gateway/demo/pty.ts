@@ -34,7 +34,9 @@ const START_TIMEOUT_MS = 5_000;
  * transfer loop and both links exist.
  */
 export async function createPtyPair(a: string, b: string): Promise<PtyPair> {
-  const child = spawn('socat', ['-d', '-d', `pty,raw,echo=0,link=${a}`, `pty,raw,echo=0,link=${b}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+  // Its own process group: a Ctrl-C in the terminal must reach the demo, which then stops the
+  // gateway before this socat (by PID), not kill the serial links under a running gateway.
+  const child = spawn('socat', ['-d', '-d', `pty,raw,echo=0,link=${a}`, `pty,raw,echo=0,link=${b}`], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
   let output = '';
   let exited = false;
   const exit = new Promise<void>((resolve) => {

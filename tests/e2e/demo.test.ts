@@ -41,7 +41,7 @@ describe('gridedge demo', () => {
     let err = '';
     const io: CliIo = { stdout: (t) => void (out += t), stderr: (t) => void (err += t), cwd: tmp.path, models: () => Promise.resolve(MODELS) };
 
-    const code = await demo.run(['--port', '0', '--duration', '30s', '--data', data, '--scenario', scenario, '--log-level', 'silent'], io);
+    const code = await demo.run(['--port', '0', '--http-port', '0', '--duration', '30s', '--data', data, '--scenario', scenario, '--log-level', 'silent'], io);
     expect(code, `${out}\n${err}`).toBe(0);
 
     expect(out).toMatch(/MQTT {8}mqtt:\/\/127\.0\.0\.1:\d+/);
@@ -81,7 +81,7 @@ describe('gridedge demo', () => {
     process.env.PATH = tmp.path; // no socat there
     let code: number;
     try {
-      code = await demo.run(['--port', '0', '--duration', '7s', '--data', join(tmp.path, 'data'), '--scenario', scenario, '--log-level', 'silent'], io);
+      code = await demo.run(['--port', '0', '--http-port', '0', '--duration', '7s', '--data', join(tmp.path, 'data'), '--scenario', scenario, '--log-level', 'silent'], io);
     } finally {
       process.env.PATH = path;
     }

@@ -33,7 +33,8 @@ export async function prepareExampleSite(options: { extraYaml?: string; escalati
     .replace('/dev/ttyUSB1', rf.a)
     .replace(/port: 1883\b/, 'port: 0')
     .replace('dataDir: ./data', `dataDir: ${join(dir, 'data')}`)
-    .replace('devices: ./devices.csv', `devices: ${join(EXAMPLE, 'devices.csv')}`);
+    .replace('devices: ./devices.csv', `devices: ${join(EXAMPLE, 'devices.csv')}`)
+    .replace('http: { host: 127.0.0.1, port: 8080 }', 'http: { host: 127.0.0.1, port: 0 }');
   if (options.escalation !== undefined) config = config.replace(/^escalation:.*$/m, `escalation: ${options.escalation}`);
   if (options.extraYaml !== undefined) config += `\n${options.extraYaml}\n`;
   const configFile = join(dir, 'gridedge.yaml');

@@ -57,6 +57,7 @@ const EXAMPLE_BUSES = [
 
 const FLAGS = {
   port: { type: 'string', default: '1883' },
+  'http-port': { type: 'string', default: '8080' },
   data: { type: 'string' },
   duration: { type: 'string' },
   scenario: { type: 'string' },
@@ -82,10 +83,14 @@ function replaceOnce(text: string, from: string | RegExp, to: string): string {
 }
 
 /** The example gridedge.yaml, edited for the demo (the file itself is never written). */
-export function demoConfigText(source: string, options: { dataDir: string; port: number; serial?: ReadonlyMap<string, string>; devicesFile?: string }): string {
+export function demoConfigText(
+  source: string,
+  options: { dataDir: string; port: number; httpPort?: number; serial?: ReadonlyMap<string, string>; devicesFile?: string },
+): string {
   let text = replaceOnce(source, /^gateway: \{ id: ([^,]+), dataDir: \.\/data \}$/m, `gateway: { id: $1, dataDir: ${JSON.stringify(options.dataDir)} }`);
   // Loopback only: the demo's secrets and tokens are public (examples/donghuashi/README.md).
   text = replaceOnce(text, /^ {2}listen: \{ host: 0\.0\.0\.0, port: 1883 \}/m, `  listen: { host: 127.0.0.1, port: ${options.port} }`);
+  if (options.httpPort !== undefined) text = replaceOnce(text, /^http: \{ host: 127\.0\.0\.1, port: 8080 \}$/m, `http: { host: 127.0.0.1, port: ${options.httpPort} }`);
   if (options.serial) {
     for (const [bus, path] of EXAMPLE_BUSES) {
       const to = options.serial.get(bus);
@@ -186,9 +191,10 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
 export const demo: Command = {
   name: 'demo',
   summary: 'the gateway with the simulated 东花市 community and the reference scenario',
-  usage: 'gridedge demo [--port 1883] [--data DIR] [--duration D] [--scenario FILE]',
+  usage: 'gridedge demo [--port 1883] [--http-port 8080] [--data DIR] [--duration D] [--scenario FILE]',
   details: [
     '      --port N           MQTT port on 127.0.0.1 (default 1883; 0: any free port)',
+    '      --http-port N      HTTP API port on 127.0.0.1 (default 8080; 0: any free port)',
     '      --data DIR         the data directory (default: a fresh temp dir, kept at the end)',
     '      --duration D       stop after D (e.g. 30s, 10m); default: until Ctrl-C',
     '      --scenario FILE    another scenario of the example site (default examples/donghuashi/scenario.yaml)',
@@ -202,6 +208,7 @@ export const demo: Command = {
 async function demoRun(args: readonly string[], io: CliIo): Promise<number> {
   const { values } = parseFlags(args, FLAGS, false);
   const port = portFlag(values.port);
+  const httpPort = portFlag(values['http-port']);
   const durationMs = durationFlag(values.duration);
   const level = values['log-level'];
   if (!LEVELS.has(level)) throw new UsageError(`--log-level must be one of ${[...LEVELS].join(', ')}`);
@@ -260,7 +267,7 @@ async function demoRun(args: readonly string[], io: CliIo): Promise<number> {
       devicesFile = join(work, 'devices.csv');
       await writeFile(devicesFile, withoutSerialRows(await readFile(site.file, 'utf8'), site.devices));
     }
-    const text = demoConfigText(await readFile(exampleConfig, 'utf8'), { dataDir, port, ...(serial ? { serial } : {}), ...(devicesFile ? { devicesFile } : {}) });
+    const text = demoConfigText(await readFile(exampleConfig, 'utf8'), { dataDir, port, httpPort, ...(serial ? { serial } : {}), ...(devicesFile ? { devicesFile } : {}) });
     const config = parseConfig(text, { file: exampleConfig, shown: 'examples/donghuashi/gridedge.yaml (demo)', ...(io.env ? { env: io.env } : {}) });
     const loaded = await loadRegistry(config.devices, registryContext(config, await io.models()), {
       configFile: 'examples/donghuashi/gridedge.yaml (demo)',
@@ -282,7 +289,7 @@ async function demoRun(args: readonly string[], io: CliIo): Promise<number> {
       `  data        ${dataDir} (kept at the end)`,
       `  serial      ${serialSims ? `${serialSims.summary} (socat pids ${ptys.map((p) => p.pid).join(', ')})` : 'none (socat not found)'}`,
       '  uplink      none: the demo runs stand-alone (no city platform)',
-      `  dashboard   http://${config.http.host}:${config.http.port}/ (where the HTTP API and dashboard will be)`,
+      `  http api    http://${config.http.host}:${gateway.httpPort()}/api/incidents (the dashboard at / comes with the next issue)`,
       '  logins      Authorization: Bearer <token>',
       ...DEMO_TOKENS.map(([user, role, grids, token]) => `                ${user.padEnd(11)} ${role.padEnd(12)} ${grids.padEnd(10)} ${token}`),
       `  scenario    ${scenario.name ?? scenarioFile}: ${scenario.steps.length} steps over ${scenario.period / 1000} s, then ${holdMs / 1000} s to watch escalation; at the end of each round the demo resolves what is still open, then the next round starts`,
