@@ -135,12 +135,27 @@ export async function createSafety(deps: SafetyDeps): Promise<Safety> {
       engine.flush();
       if (engine.persistedSeq() > 0) store.ack(RULES_CONSUMER, Math.min(engine.persistedSeq(), after));
       unsubscribe = store.onCommit((batch) => batch.forEach(evaluate), 'rules');
+      let acked = after;
+      // Each step in its own bulkhead: a store that is busy or full for a moment must neither
+      // crash the gateway from a timer nor keep an escalation from firing.
+      const step = (name: string, fn: () => void) => {
+        try {
+          fn();
+        } catch (err) {
+          logger.error({ err, step: name }, 'safety tick step failed; retried on the next tick');
+        }
+      };
       timer = setInterval(() => {
         const now = clock();
-        engine.tick(now);
-        manager.tick(now);
-        const done = engine.persistedSeq();
-        if (done > 0) store.ack(RULES_CONSUMER, Math.min(done, store.stats().lastSeq));
+        step('rules', () => engine.tick(now));
+        step('escalation', () => void manager.tick(now));
+        step('cursor', () => {
+          const done = Math.min(engine.persistedSeq(), store.stats().lastSeq);
+          if (done > acked) {
+            store.ack(RULES_CONSUMER, done);
+            acked = done;
+          }
+        });
       }, TICK_MS);
       uplink?.start();
       await Promise.resolve();

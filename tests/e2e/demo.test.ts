@@ -46,7 +46,7 @@ describe('gridedge demo', () => {
 
     expect(out).toMatch(/MQTT {8}mqtt:\/\/127\.0\.0\.1:\d+/);
     expect(out).toContain(`data        ${data}`);
-    expect(out).toContain('http://127.0.0.1:8080/');
+    expect(out).toMatch(/http api {4}http:\/\/127\.0\.0\.1:\d+\/api\/incidents/);
     expect(out).toContain('demo-token-wang-dhs07');
     expect(out).toContain('uplink      none');
     expect(out).toMatch(/socat pids \d+, \d+, \d+/);
