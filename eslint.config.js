@@ -10,7 +10,7 @@ export default tseslint.config(
   ...tseslint.configs.recommendedTypeChecked,
   {
     languageOptions: {
-      parserOptions: { projectService: { allowDefaultProject: ['*.js', 'bin/*.js', 'scripts/*.mjs', 'scripts/*.js', 'tests/integration/fixtures/*.mjs'] }, tsconfigRootDir: import.meta.dirname },
+      parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
     },
     rules: {
       '@typescript-eslint/no-floating-promises': 'error',
@@ -23,8 +23,14 @@ export default tseslint.config(
   },
   {
     // Plain JavaScript (the bin shim, generators and bench scripts) runs on Node as it is.
+    // No type information for them (they are not in a tsconfig), so the type-aware rules are off.
     files: ['**/*.js', '**/*.mjs'],
     ...tseslint.configs.disableTypeChecked,
-    languageOptions: { globals: globals.node },
+    languageOptions: { globals: globals.node, parserOptions: { projectService: false, project: false } },
+  },
+  {
+    // The dashboard's plain ES modules run in the browser.
+    files: ['gateway/http/public/**/*.js'],
+    languageOptions: { globals: globals.browser, sourceType: 'module', parserOptions: { projectService: false, project: false } },
   },
 );

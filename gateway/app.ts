@@ -1,5 +1,4 @@
 import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { MODELS } from '../devices/catalogue.js';
 import { localTopics } from '../devices/topics.js';
@@ -10,6 +9,7 @@ import type { GatewayConfig } from './config/schema.js';
 import type { DeviceRegistry } from './registry/registry.js';
 import { createSerialBuses, type SerialBuses } from './serial-buses.js';
 import type { OpenPort } from './serial/bus.js';
+import { storePath } from './data-files.js';
 import { createHttpServer, type HttpServer } from './http/server.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { createSafety, type Safety } from './safety.js';
@@ -86,7 +86,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
       // server's stream of every change: the one late-bound reference in the wiring.
       const live: { http?: HttpServer } = {};
       const store = openStore({
-        path: join(config.gateway.dataDir, 'gridedge.db'),
+        path: storePath(config.gateway.dataDir),
         clock,
         logger: logger.child({ module: 'store' }),
         outboxMaxBytes: config.outbox.maxBytes,
@@ -146,6 +146,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
         host: config.http.host,
         port: config.http.port,
         users: config.users,
+        site: { gatewayId: config.gateway.id, street: config.site.street, communities: config.site.communities, grids: config.site.grids },
         ...(config.http.metricsTokenHash !== undefined ? { metricsTokenHash: config.http.metricsTokenHash } : {}),
         manager: safety.manager,
         registry,

@@ -2,13 +2,14 @@
 // the validation, and Server-Sent Events need the raw response anyway.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import { authenticate, metricsAllowed, type HttpUser } from './auth.js';
+import { authenticate, canSeeGrid, metricsAllowed, type HttpUser } from './auth.js';
 import { errorBody, HttpError } from './errors.js';
 import { createRouter, type Route, type RouteContext } from './router.js';
 import { deviceRoutes, type DeviceApiDeps } from './routes/devices.js';
 import { incidentRoutes, type IncidentApi } from './routes/incidents.js';
 import { readingRoutes } from './routes/readings.js';
 import { createStreamHub, type StreamEvent } from './routes/stream.js';
+import { staticRoutes } from './static.js';
 
 export type { StreamEvent } from './routes/stream.js';
 
@@ -35,6 +36,17 @@ export interface HttpServerDeps {
   readonly streamHeartbeatMs?: number;
   /** Recent stream events kept for Last-Event-ID; default 1000. */
   readonly streamRingSize?: number;
+  /** The site (names of the street, communities and grids) for `GET /api/site`; 404 without it. */
+  readonly site?: SiteInfo;
+  /** The dashboard's files; default gateway/http/public. */
+  readonly publicDir?: string;
+}
+
+export interface SiteInfo {
+  readonly gatewayId: string;
+  readonly street: { readonly code: string; readonly name: string };
+  readonly communities: readonly { readonly code: string; readonly name: string }[];
+  readonly grids: readonly { readonly code: string; readonly name: string }[];
 }
 
 export interface HttpServer {
@@ -129,10 +141,26 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
         return undefined;
       },
     },
+    {
+      // The dashboard's map: the grids the user may see, with their names.
+      method: 'GET',
+      path: '/api/site',
+      auth: 'user',
+      handle({ user }) {
+        const site = deps.site;
+        if (!site || !user) throw new HttpError('HTTP_ERR_NOT_FOUND');
+        const communities = new Map(site.communities.map((c) => [c.code, c.name]));
+        const grids = site.grids
+          .filter((g) => canSeeGrid(user, g.code))
+          .map((g) => ({ code: g.code, name: g.name, community: communities.get(g.code.slice(9, 12)) ?? null }));
+        return { body: { gateway: site.gatewayId, street: site.street, user: { name: user.name, role: user.role }, grids } };
+      },
+    },
     ...incidentRoutes({ manager: deps.manager }),
     ...deviceRoutes(deps),
     ...readingRoutes(deps),
     hub.route,
+    ...staticRoutes(deps.publicDir),
   ];
   const router = createRouter(routes);
 
@@ -142,7 +170,10 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
     const { route, params } = match;
     let user: HttpUser | undefined;
     if (route.auth === 'user') {
-      user = authenticate(req.headers.authorization, deps.users);
+      // EventSource cannot send a header: the stream alone also takes `?access_token=` (never
+      // logged: the request log has the path without its query).
+      const fromQuery = route === hub.route && req.headers.authorization === undefined ? query.get('access_token') : null;
+      user = authenticate(fromQuery !== null ? `Bearer ${fromQuery}` : req.headers.authorization, deps.users);
       if (!user) throw new HttpError('HTTP_ERR_UNAUTHORIZED');
       who.user = user;
     } else if (route.auth === 'metrics' && !metricsAllowed(req.headers.authorization, deps.metricsTokenHash)) {

@@ -2,7 +2,7 @@ import type Database from 'better-sqlite3';
 import type { Reading } from '../../devices/reading.js';
 import type { DeviceState } from './types.js';
 
-interface Row {
+export interface Row {
   device_id: string;
   kind: Reading['kind'];
   model: string;
@@ -66,7 +66,7 @@ export function prepareDeviceStates(db: Database.Database) {
   };
 }
 
-function fromRow(r: Row): DeviceState {
+export function fromRow(r: Row): DeviceState {
   return {
     deviceId: r.device_id,
     kind: r.kind,
@@ -80,3 +80,4 @@ function fromRow(r: Row): DeviceState {
 }
 
 export type DeviceStatesTable = ReturnType<typeof prepareDeviceStates>;
+

@@ -17,3 +17,4 @@ export type {
   StoreStats,
   StoredReading,
 } from './types.js';
+export { readDeviceStates } from './read-only.js';

@@ -382,6 +382,45 @@ describe('incidents', () => {
   });
 });
 
+describe('stream housekeeping', () => {
+  it('sends heartbeat comments, and a resync when the ring no longer reaches back', async () => {
+    const small = createHttpServer({
+      host: '127.0.0.1',
+      port: 0,
+      users: USERS,
+      manager: gw.gateway.safety.manager,
+      registry: gw.registry,
+      store: gw.gateway.store,
+      downlink: gw.gateway.safety.downlink,
+      health: () => ({ ok: true }),
+      unregistered: () => [],
+      logger: pino({ level: 'silent' }),
+      clock: Date.now,
+      streamHeartbeatMs: 50,
+      streamRingSize: 2,
+    });
+    await small.start();
+    const saved = base;
+    base = `http://127.0.0.1:${small.port()}`;
+    try {
+      const live = await openStream('ada');
+      await waitUntil('a heartbeat', () => live.comments.some((c) => c.startsWith(': heartbeat')), 2_000);
+      for (let i = 0; i < 4; i++) small.broadcast({ type: 'incident', data: mine });
+      await waitUntil('four events', () => live.events.length >= 4, 2_000);
+      await live.close();
+      // Events 1 and 2 fell out of a ring of two: resuming after 1 says resync, then replays 3 and 4.
+      const late = await openStream('ada', '1');
+      await waitUntil('resync and the replay', () => late.events.length >= 3, 2_000);
+      expect(late.events.map((e) => e.event)).toEqual(['resync', 'incident', 'incident']);
+      expect(late.events.slice(1).map((e) => e.id)).toEqual(['3', '4']);
+      await late.close();
+    } finally {
+      base = saved;
+      await small.stop();
+    }
+  });
+});
+
 describe('devices and readings', () => {
   it('lists devices by grid, with residents only to those whose grids include them', async () => {
     const ada = await call('GET', '/api/devices', { user: 'ada' });

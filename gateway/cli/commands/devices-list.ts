@@ -1,6 +1,8 @@
 import type { DeviceRecord } from '../../../devices/device-record.js';
 import { GridCodeSchema } from '../../../devices/place.js';
 import { ConfigError } from '../../config/errors.js';
+import { readDeviceStates } from '../../../ingest/store/index.js';
+import { storePath } from '../../data-files.js';
 import { readDeviceSource, registryContext, validateDeviceRows } from '../../registry/registry.js';
 import { CONFIG_FLAG, EXIT, loadCliConfig, parseFlags, UsageError, type Command } from '../command.js';
 
@@ -24,7 +26,17 @@ export const devicesList: Command = {
     if (issues.length > 0) throw new ConfigError(issues);
 
     const records = checked.rows.map((r) => r.record).filter((r) => values.grid === undefined || r.place.grid === values.grid);
-    io.stdout(formatTable(['ID', 'MODEL', 'GRID', 'BUILDING', 'ROOM', 'BUS/ADDRESS/RF'], records.map(row)));
+    // Last seen from the gateway's store, read-only (it may be running): commissioning shows at a
+    // glance who has never reported (docs/INSTALL.md).
+    const states = readDeviceStates(storePath(config.gateway.dataDir));
+    const lastSeen = new Map((states ?? []).map((s) => [s.deviceId, s.lastSeen]));
+    const seen = (r: DeviceRecord) => {
+      const at = lastSeen.get(r.id);
+      return at === undefined ? 'never' : new Date(at).toISOString().replace(/\.\d{3}Z$/, 'Z');
+    };
+    const header = ['ID', 'MODEL', 'GRID', 'BUILDING', 'ROOM', 'BUS/ADDRESS/RF', ...(states ? ['LAST SEEN'] : [])];
+    io.stdout(formatTable(header, records.map((r) => [...row(r), ...(states ? [seen(r)] : [])])));
+    if (!states) io.stderr(`no store in ${display(config.gateway.dataDir)} yet: last-seen times appear once the gateway has run\n`);
     return EXIT.OK;
   },
 };
