@@ -84,7 +84,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
       mkdirSync(config.gateway.dataDir, { recursive: true });
       // The HTTP server needs the incident manager, and the manager (and the broker) tell the
       // server's stream of every change: the one late-bound reference in the wiring.
-      const live: { http?: HttpServer } = {};
+      const live: { http?: HttpServer; metrics?: Metrics } = {};
       const store = openStore({
         path: storePath(config.gateway.dataDir),
         clock,
@@ -135,6 +135,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
         logger,
         clock,
         onIncidentChange: (incident) => live.http?.broadcast({ type: 'incident', data: incident }),
+        onAlarmDelivered: (ms) => live.metrics?.observeAlarmLatency(ms),
       });
       const metrics = createMetrics({
         health: () => healthOf(need()),
@@ -159,6 +160,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
         clock,
       });
       live.http = http;
+      live.metrics = metrics;
 
       const retention = config.sinks.find((s) => s.type === 'embedded')?.retention;
       const timers: NodeJS.Timeout[] = [];

@@ -33,6 +33,8 @@ export interface SafetyDeps {
   readonly clock: () => number;
   /** Told of every incident change after it is persisted (the HTTP stream, metrics). */
   readonly onIncidentChange?: (incident: Incident, change: IncidentChange) => void;
+  /** A critical incident's first version reached the city's broker, this long after its reading arrived. */
+  readonly onAlarmDelivered?: (latencyMs: number) => void;
 }
 
 export interface Safety {
@@ -111,6 +113,12 @@ export async function createSafety(deps: SafetyDeps): Promise<Safety> {
         gatewayId: config.gateway.id,
         outbox: incidents.outbox,
         onCommand: createCommandHandler(manager, config.gateway.id),
+        onDelivered: (row, at) => {
+          if (row.version !== 1 || deps.onAlarmDelivered === undefined) return;
+          const opened = JSON.parse(row.payload) as Pick<Incident, 'severity' | 'openedAt'>;
+          // openedAt is the triggering reading's receivedAt: reading in → incident acknowledged upstream.
+          if (opened.severity === 'critical') deps.onAlarmDelivered(at - opened.openedAt);
+        },
         logger: logger.child({ module: 'uplink' }),
       })
     : undefined;

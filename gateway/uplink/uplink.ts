@@ -62,6 +62,8 @@ export interface UplinkDeps {
   readonly outbox: IncidentOutbox;
   /** A validated command for an incident id of this gateway. A throw is counted by its `code`. */
   readonly onCommand: (cmd: UplinkCommand) => void | Promise<void>;
+  /** The upstream broker PUBACKed this row (metrics: alarm-to-uplink latency). Must not throw. */
+  readonly onDelivered?: (row: OutboxRow, at: number) => void;
   readonly logger: UplinkLogger;
   readonly clock?: UplinkClock;
   /** Rows in flight at once (never two of one incident). Default 16; 1 is strictly one at a time. */
@@ -128,6 +130,7 @@ const OFFLINE = 'offline';
 interface InFlight {
   readonly seq: number;
   readonly incidentId: string;
+  readonly row: OutboxRow;
   readonly sentAt: number;
   done: boolean;
 }
@@ -220,6 +223,11 @@ export function createUplink(deps: UplinkDeps): Uplink {
     }
     entry.done = true;
     published++;
+    try {
+      deps.onDelivered?.(entry.row, clock.now());
+    } catch (e) {
+      logger.warn({ err: e }, 'uplink delivery listener failed');
+    }
     while (inFlight[0]?.done) {
       const head = inFlight.shift() as InFlight;
       acked = head.seq;
@@ -242,7 +250,7 @@ export function createUplink(deps: UplinkDeps): Uplink {
         // Strict outbox order: the head waits for its incident's previous version to be acked.
         if (inFlightIncidents.has(row.incidentId)) return;
         buffer.shift();
-        const entry: InFlight = { seq: row.seq, incidentId: row.incidentId, sentAt: clock.now(), done: false };
+        const entry: InFlight = { seq: row.seq, incidentId: row.incidentId, row, sentAt: clock.now(), done: false };
         inFlight.push(entry);
         inFlightIncidents.add(row.incidentId);
         sentUpTo = row.seq;

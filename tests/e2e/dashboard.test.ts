@@ -1,21 +1,25 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import mqtt, { type MqttClient } from 'mqtt';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 import type { Incident } from '../../rules/incidents/index.js';
 import { createMqttDevice, type MqttDevice } from '../../simulators/mqtt-device.js';
 import { cleanupAll, registerCleanup } from '../helpers/cleanup.js';
+import { startMosquitto } from '../helpers/mosquitto.js';
 import { GRID, makeDevices, mqttModel, ROOT, startGatewayInProcess, waitUntil, writeGatewaySite, type InProcessGateway } from '../helpers/gateway.js';
 
 // SPEC §8 dashboard, in Debian's Chromium against a real in-process gateway: an SOS sent over
 // MQTT appears live, a grid worker acknowledges it with the button, another grid's incident stays
-// out of sight, and Chinese names render. Screenshots go to docs/screenshots/.
+// out of sight, the upstream (city) broker receives the acknowledgement, and Chinese names render.
+// Screenshots go to docs/screenshots/.
 
 const OTHER = '110101013001003';
 const tok = (name: string) => `${name}-dashboard-token-0123456789`;
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 const SHOTS = join(ROOT, 'docs/screenshots');
+const PREFIX = 'city/110101013';
 
 const [pager, smoke] = [...makeDevices('PGR', 1, { model: 'pager-json' }), ...makeDevices('SMK', 1, { model: 'smoke-json' })] as const;
 if (!pager || !smoke) throw new Error('no devices');
@@ -24,6 +28,13 @@ let gw: InProcessGateway;
 let base: string;
 let browser: Browser;
 let sim: MqttDevice;
+let city: MqttClient;
+
+interface Upstream {
+  topic: string;
+  incident: { id: string; status: string; version: number; grid: string; timeline: { action: string; actor: string }[] };
+}
+const upstream: Upstream[] = [];
 
 async function openDashboard(user: string, viewport: { width: number; height: number }): Promise<Page> {
   const context = await browser.newContext({ viewport, deviceScaleFactor: 1, locale: 'zh-CN', timezoneId: 'Asia/Shanghai' });
@@ -38,6 +49,15 @@ async function openDashboard(user: string, viewport: { width: number; height: nu
 }
 
 beforeAll(async () => {
+  // The city side: a real Mosquitto as the upstream broker, and a subscriber on the whole prefix.
+  const broker = await startMosquitto();
+  city = await mqtt.connectAsync(broker.url, { clientId: 'city-platform', protocolVersion: 4 });
+  registerCleanup('city subscriber', () => city.endAsync());
+  city.on('message', (topic, payload) => {
+    if (topic.includes('/incidents/')) upstream.push({ topic, incident: JSON.parse(payload.toString()) as Upstream['incident'] });
+  });
+  await city.subscribeAsync(`${PREFIX}/#`, { qos: 1 });
+
   const site = await writeGatewaySite({ devices: [pager, smoke] });
   // The helper's site has one grid and no users: add a second grid and three users.
   const config = parse(await readFile(site.configPath, 'utf8')) as Record<string, Record<string, unknown>>;
@@ -47,6 +67,7 @@ beforeAll(async () => {
     { name: 'wang', role: 'grid_worker', grids: [GRID], token: tok('wang') },
     { name: 'li', role: 'grid_worker', grids: [OTHER], token: tok('li') },
   ] as unknown as Record<string, unknown>;
+  config.uplink = { url: broker.url, prefix: PREFIX };
   await writeFile(site.configPath, stringify(config), 'utf8');
   gw = await startGatewayInProcess(site);
   base = `http://127.0.0.1:${gw.gateway.httpPort()}`;
@@ -135,6 +156,14 @@ describe('the dashboard in Chromium', () => {
     await item.locator('button[data-action=ack]').click();
     await waitUntil('acknowledged in the manager', () => manager.get(sos.id)?.status === 'acknowledged', 10_000);
     await page.waitForSelector(`li.incident[data-id="${sos.id}"][data-status="acknowledged"]`);
+
+    // …and the upstream broker receives the change, by the grid worker, on the SPEC §7 topic.
+    await waitUntil('the acknowledgement upstream', () => upstream.some((u) => u.incident.id === sos.id && u.incident.status === 'acknowledged'), 10_000);
+    const acked = upstream.find((u) => u.incident.id === sos.id && u.incident.status === 'acknowledged') as Upstream;
+    expect(acked.topic).toBe(`${PREFIX}/${GRID}/incidents/${sos.id}`);
+    expect(acked.incident.grid).toBe(GRID);
+    expect(acked.incident.timeline.at(-1)).toMatchObject({ action: 'acknowledged', actor: 'user:wang' });
+    expect(upstream.some((u) => u.incident.id === sos.id && u.incident.status === 'open' && u.incident.version < acked.incident.version)).toBe(true);
     expect(await page.locator(`li.incident[data-id="${theirs.id}"]`).count()).toBe(0);
     await page.context().close();
   });

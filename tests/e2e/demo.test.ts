@@ -26,6 +26,38 @@ steps:
 `;
 
 const quiet = { info() {}, warn() {}, error() {} };
+const SPEC_TYPES = ['electrical.short_circuit', 'fire', 'fire.confirmed', 'sos'];
+
+interface ApiIncident {
+  type: string;
+  severity: string;
+  grid: string;
+  place?: { building?: string; room?: string };
+}
+
+/** Polls `probe` every 200 ms until it yields a value; fails after `ms`, or at once if `stopped()`. */
+async function until<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, stopped: () => boolean, detail: () => string, ms = 20_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (stopped()) throw new Error(`the demo exited before ${what}\n${detail()}`);
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}\n${detail()}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+
+/** The SPEC §10 incidents as the API returns them. */
+function checkIncidents(list: ApiIncident[]): void {
+  const byType = (type: string) => list.find((i) => i.type === type);
+  for (const type of SPEC_TYPES) {
+    expect(byType(type), type).toMatchObject({ severity: 'critical', grid: GRID });
+  }
+  expect(byType('electrical.short_circuit')?.place).toMatchObject({ building: '7', room: 'B1-3' });
+  expect(byType('fire')?.place).toMatchObject({ building: '7', room: 'B1-3' });
+  expect(byType('fire.confirmed')?.place).toMatchObject({ building: '7', room: 'B1-3' });
+  expect(byType('sos')?.place).toMatchObject({ building: '5', room: '302' });
+}
 
 describe('gridedge demo', () => {
   afterAll(async () => {
@@ -41,7 +73,39 @@ describe('gridedge demo', () => {
     let err = '';
     const io: CliIo = { stdout: (t) => void (out += t), stderr: (t) => void (err += t), cwd: tmp.path, models: () => Promise.resolve(MODELS) };
 
-    const code = await demo.run(['--port', '0', '--http-port', '0', '--duration', '30s', '--data', data, '--scenario', scenario, '--log-level', 'silent'], io);
+    // Started, not awaited: the API is checked while the demo runs, then its exit is awaited.
+    const running = demo.run(['--port', '0', '--http-port', '0', '--duration', '30s', '--data', data, '--scenario', scenario, '--log-level', 'silent'], io);
+    let exited = false;
+    void running.then(
+      () => void (exited = true),
+      () => void (exited = true),
+    );
+    try {
+      const port = await until('the http api line', () => /http api {4}http:\/\/127\.0\.0\.1:(\d+)\/api\/incidents/.exec(out)?.[1], () => exited, () => `${out}\n${err}`);
+      const url = `http://127.0.0.1:${port}/api/incidents`;
+      const incidents = async (token?: string): Promise<ApiIncident[]> => {
+        const res = await fetch(url, { headers: token ? { authorization: `Bearer ${token}` } : {}, signal: AbortSignal.timeout(5_000) });
+        expect(res.status, await res.clone().text()).toBe(200);
+        return ((await res.json()) as { incidents: ApiIncident[] }).incidents;
+      };
+      const complete = (list: ApiIncident[]) => SPEC_TYPES.every((type) => list.some((i) => i.type === type));
+      const admin = await until('the SPEC §10 incidents in GET /api/incidents', async () => {
+        const list = await incidents('demo-token-admin-dhs07');
+        return complete(list) ? list : undefined;
+      }, () => exited, () => `${out}\n${err}`);
+      checkIncidents(admin);
+      const wang = await incidents('demo-token-wang-dhs07');
+      checkIncidents(wang);
+      expect(wang.every((i) => i.grid === GRID)).toBe(true);
+      const anonymous = await fetch(url, { signal: AbortSignal.timeout(5_000) });
+      expect(anonymous.status).toBe(401);
+      await anonymous.body?.cancel();
+      expect(exited, 'the demo was still running while its API was checked').toBe(false);
+    } finally {
+      // Bounded by --duration 30s (and the test's timeout).
+      await running.catch(() => undefined);
+    }
+    const code = await running;
     expect(code, `${out}\n${err}`).toBe(0);
 
     expect(out).toMatch(/MQTT {8}mqtt:\/\/127\.0\.0\.1:\d+/);

@@ -17,7 +17,7 @@ export const BIN = join(import.meta.dirname, '../../bin/gridedge.js');
 export interface ExampleSite {
   readonly dir: string;
   readonly configFile: string;
-  startGateway(args?: readonly string[]): Promise<{ process: SpawnedProcess; port: number }>;
+  startGateway(args?: readonly string[]): Promise<{ process: SpawnedProcess; port: number; httpPort: number }>;
   /** Plays a scenario (YAML text) with the site's MQTT devices and serial simulators; resolves with its exit. */
   simulate(port: number, scenario: string): Promise<SpawnedProcess>;
   /** Opens the gateway's store (after the gateway stopped). */
@@ -45,8 +45,9 @@ export async function prepareExampleSite(options: { extraYaml?: string; escalati
     configFile,
     async startGateway(args = []) {
       const process_ = await spawnProcess(process.execPath, [BIN, 'start', '-c', configFile, ...args], { name: 'gridedge start' });
-      const line = await process_.waitForLine(/MQTT on .*:(\d+),/, 30_000);
-      return { process: process_, port: Number(/:(\d+),/.exec(line)?.[1]) };
+      const line = await process_.waitForLine(/MQTT on .*:(\d+), HTTP on .*:(\d+),/, 30_000);
+      const m = /MQTT on .*:(\d+), HTTP on .*:(\d+),/.exec(line);
+      return { process: process_, port: Number(m?.[1]), httpPort: Number(m?.[2]) };
     },
     async simulate(port, scenario) {
       const file = join(dir, `scenario-${Date.now()}.yaml`);

@@ -95,6 +95,14 @@ describe('the reference scenario (SPEC §10)', () => {
     // Topics follow SPEC §7.
     for (const s of seen) expect(s.topic).toBe(`${PREFIX}/${s.incident.grid}/incidents/${s.incident.id}`);
 
+    // Prometheus (SPEC §8 /metrics): every critical incident's first version reached the city's
+    // broker is in the alarm-to-uplink histogram; the open incidents are counted by severity.
+    const metrics = await (await fetch(`http://127.0.0.1:${gateway.httpPort}/metrics`)).text();
+    const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(metrics)?.[1]);
+    expect(value('gridedge_alarm_to_uplink_seconds_count')).toBeGreaterThanOrEqual(4);
+    expect(value('gridedge_incidents_open\\{severity="critical"\\}')).toBeGreaterThanOrEqual(4);
+    expect(value('gridedge_uplink_connected')).toBe(1);
+
     expect(await gateway.process.stop(10_000)).toMatchObject({ code: 0 });
     await city.endAsync();
 

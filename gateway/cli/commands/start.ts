@@ -35,7 +35,9 @@ export const start: Command = {
     const logger = createLogger({ level });
     const gateway = createGateway({ config, registry: loaded.registry, logger });
     await gateway.start();
-    io.stdout(`gridedge ${config.gateway.id}: MQTT on ${config.mqtt.listen.host}:${gateway.broker.ports().tcp}, ${loaded.registry.size} devices, data in ${display(config.gateway.dataDir)}\n`);
+    io.stdout(
+      `gridedge ${config.gateway.id}: MQTT on ${config.mqtt.listen.host}:${gateway.broker.ports().tcp}, HTTP on ${config.http.host}:${gateway.httpPort()}, ${loaded.registry.size} devices, data in ${display(config.gateway.dataDir)}\n`,
+    );
 
     await new Promise<void>((resolve) => {
       const stop = (signal: NodeJS.Signals) => {
