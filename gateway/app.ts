@@ -6,7 +6,8 @@ import { createPipeline, type Pipeline } from '../ingest/pipeline/index.js';
 import { openStore, type Store } from '../ingest/store/index.js';
 import { createDeviceBroker, type DeviceBroker } from './broker/index.js';
 import type { GatewayConfig } from './config/schema.js';
-import type { DeviceRegistry } from './registry/registry.js';
+import { createLiveRegistry, watchRegistry, type RegistryWatch } from './registry/live.js';
+import type { DeviceRegistry, RegistryLoad } from './registry/registry.js';
 import { createSerialBuses, type SerialBuses } from './serial-buses.js';
 import type { OpenPort } from './serial/bus.js';
 import { storePath } from './data-files.js';
@@ -18,6 +19,8 @@ import { createSinkSet, type SinkSet } from './sinks.js';
 export interface GatewayDeps {
   readonly config: GatewayConfig;
   readonly registry: DeviceRegistry;
+  /** The registry file and how to load it: re-read when it changes (SPEC §11). */
+  readonly registrySource?: { readonly file: string; load(): Promise<RegistryLoad> };
   readonly logger: Logger;
   readonly clock?: () => number;
   /** Serial transport; the demo gives an in-process one when socat is missing. */
@@ -57,7 +60,8 @@ const RETENTION_EVERY_MS = 10 * 60_000;
  * order a reading flows backwards (store first, device listeners last), stop() undoes it.
  */
 export function createGateway(deps: GatewayDeps): Gateway {
-  const { config, registry, logger } = deps;
+  const { config, logger } = deps;
+  const registry = createLiveRegistry(deps.registry);
   const clock = deps.clock ?? Date.now;
   let parts:
     | {
@@ -69,6 +73,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
         safety: Safety;
         http: HttpServer;
         metrics: Metrics;
+        watch: RegistryWatch | undefined;
         timers: NodeJS.Timeout[];
         unsubscribe: () => void;
       }
@@ -169,7 +174,12 @@ export function createGateway(deps: GatewayDeps): Gateway {
           store.pruneExpired({ retentionMs: retention }).catch((err: unknown) => logger.warn({ err }, 'retention pruning failed'));
         timers.push(setInterval(() => void prune(), RETENTION_EVERY_MS).unref());
       }
-      parts = { store, pipeline, broker, buses, sinks, safety, http, metrics, timers, unsubscribe };
+      const watch = deps.registrySource
+        ? watchRegistry({ file: deps.registrySource.file, load: () => deps.registrySource?.load() ?? Promise.reject(new Error('no registry source')), live: registry, logger: logger.child({ module: 'registry' }) })
+        : undefined;
+      await watch?.check();
+      registry.onChange(() => buses.refresh());
+      parts = { store, pipeline, broker, buses, sinks, safety, http, metrics, watch, timers, unsubscribe };
       sinks.start();
       // Rules first: they replay what a crash left unevaluated before any new reading arrives.
       await safety.start();
@@ -184,6 +194,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
       const p = parts;
       parts = undefined;
       p.timers.forEach((t) => clearInterval(t));
+      p.watch?.stop();
       await p.http.stop();
       await p.broker.stop();
       await p.buses.stop();

@@ -19,6 +19,8 @@ export interface SerialBuses {
   start(): Promise<void>;
   stop(): Promise<void>;
   health(): SerialBusesHealth[];
+  /** The registry changed: each Modbus master polls the meters now registered on its bus. */
+  refresh(): void;
   /** RF ids heard on any bus that nobody registered (for enrolment). */
   unregistered(): { bus: string; id: string; firstSeen: number; lastSeen: number; presses: number; lastKey: number }[];
 }
@@ -103,6 +105,9 @@ export function createSerialBuses(deps: SerialBusesDeps): SerialBuses {
         await i.master?.stop();
       }
       await Promise.all(items.map((i) => i.bus.stop()));
+    },
+    refresh() {
+      for (const i of items) i.master?.setDevices(registry.list().filter((d) => d.bus === i.bus.id));
     },
     health: () =>
       items.map((i) => ({

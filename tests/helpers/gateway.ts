@@ -163,12 +163,15 @@ export interface InProcessOptions {
   readonly logLevel?: string;
   /** Wraps the registry loaded from devices.csv (a test may change what it answers). */
   readonly registry?: (loaded: DeviceRegistry) => DeviceRegistry;
+  /** Re-read devices.csv when it changes, as `gridedge start` does. */
+  readonly watchRegistry?: boolean;
 }
 
 /** createGateway on the site's files, as `gridedge start` wires it (config and registry loaded from disk). */
 export async function startGatewayInProcess(site: GatewaySite, opts: InProcessOptions = {}): Promise<InProcessGateway> {
   const config = await loadConfig(site.configPath, { env: {} });
-  const loaded = await loadRegistry(config.devices, registryContext(config, MODELS), { configFile: site.configPath });
+  const load = () => loadRegistry(config.devices, registryContext(config, MODELS), { configFile: site.configPath });
+  const loaded = await load();
   if (!loaded.ok) throw new Error(`registry: ${JSON.stringify(loaded.issues)}`);
   const registry = opts.registry ? opts.registry(loaded.registry) : loaded.registry;
   const lines: string[] = [];
@@ -185,7 +188,8 @@ export async function startGatewayInProcess(site: GatewaySite, opts: InProcessOp
     },
   });
   const logger: Logger = pino({ level: opts.logLevel ?? 'info' }, sink);
-  const gateway = createGateway({ config, registry, logger });
+  const registrySource = opts.watchRegistry && typeof config.devices === 'string' ? { file: config.devices, load } : undefined;
+  const gateway = createGateway({ config, registry, logger, ...(registrySource ? { registrySource } : {}) });
   await gateway.start();
   let stopped = false;
   const stop = async (): Promise<void> => {

@@ -24,16 +24,20 @@ export const start: Command = {
     if (!LEVELS.has(level)) throw new UsageError(`--log-level must be one of ${[...LEVELS].join(', ')}`);
     const { config, shown, display } = await loadCliConfig(values.config, io);
     const models = await io.models();
-    const loaded = await loadRegistry(config.devices, registryContext(config, models), {
-      configFile: shown,
-      display,
-      ...(io.hash ? { hash: io.hash } : {}),
-    });
+    const load = () =>
+      loadRegistry(config.devices, registryContext(config, models), {
+        configFile: shown,
+        display,
+        ...(io.hash ? { hash: io.hash } : {}),
+      });
+    const loaded = await load();
     if (!loaded.ok) throw new ConfigError(loaded.issues);
     printWarnings(io, loaded.warnings);
 
     const logger = createLogger({ level });
-    const gateway = createGateway({ config, registry: loaded.registry, logger });
+    // SPEC §11: the registry file is read at start and again whenever it changes.
+    const registrySource = typeof config.devices === 'string' ? { file: config.devices, load } : undefined;
+    const gateway = createGateway({ config, registry: loaded.registry, logger, ...(registrySource ? { registrySource } : {}) });
     await gateway.start();
     io.stdout(
       `gridedge ${config.gateway.id}: MQTT on ${config.mqtt.listen.host}:${gateway.broker.ports().tcp}, HTTP on ${config.http.host}:${gateway.httpPort()}, ${loaded.registry.size} devices, data in ${display(config.gateway.dataDir)}\n`,
