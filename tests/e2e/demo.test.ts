@@ -10,20 +10,12 @@ import type { CliIo } from '../../gateway/cli/command.js';
 import { openIncidentStore } from '../../rules/incidents/index.js';
 import { cleanupAll } from '../helpers/cleanup.js';
 import { makeTempDir } from '../helpers/tmp.js';
+import { COMPRESSED_SCENARIO } from './example-site.js';
 
 // `gridedge demo` in-process: the example site with its serial buses on socat ptys, the SPEC §10
 // scenario compressed to 5 s (as in reference-scenario.test.ts), stopped by --duration.
 const GRID = '110101013001002';
-const SCENARIO = `
-name: SPEC §10, compressed
-steps:
-  - { at: 0s, meter: { bus: rs485-1, address: 1 }, sample: { metrics: { voltage_v: 221.6, current_a: 3.1, t1_c: 26.5 }, state: { short_circuit: false } } }
-  - { at: 0s, device: SMK-0701-B13, send: { events: [heartbeat] } }
-  - { at: 2s, meter: { bus: rs485-1, address: 1 }, sample: { metrics: { current_a: 38.6, t1_c: 31.2 }, state: { short_circuit: true } } }
-  - { at: 3s, meter: { bus: rs485-1, address: 1 }, sample: { metrics: { t1_c: 41.5 } } }
-  - { at: 4s, device: SMK-0701-B13, send: { events: [fire_alarm] } }
-  - { at: 5s, rf: { bus: rf-1, id: 5A3C1, key: sos } }
-`;
+const SCENARIO = COMPRESSED_SCENARIO;
 
 const quiet = { info() {}, warn() {}, error() {} };
 const SPEC_TYPES = ['electrical.short_circuit', 'fire', 'fire.confirmed', 'sos'];

@@ -14,6 +14,21 @@ import { makeTempDir } from '../helpers/tmp.js';
 export const EXAMPLE = join(import.meta.dirname, '../../examples/donghuashi');
 export const BIN = join(import.meta.dirname, '../../bin/gridedge.js');
 
+/**
+ * SPEC §10 compressed to 5 s: the short-circuit bit with a line-temperature rise in room B1-3 of
+ * building 7, the room's smoke detector 2 s later, then the SOS of the resident of 5-302.
+ */
+export const COMPRESSED_SCENARIO = `
+name: SPEC §10, compressed
+steps:
+  - { at: 0s, meter: { bus: rs485-1, address: 1 }, sample: { metrics: { voltage_v: 221.6, current_a: 3.1, t1_c: 26.5 }, state: { short_circuit: false } } }
+  - { at: 0s, device: SMK-0701-B13, send: { events: [heartbeat] } }
+  - { at: 2s, meter: { bus: rs485-1, address: 1 }, sample: { metrics: { current_a: 38.6, t1_c: 31.2 }, state: { short_circuit: true } } }
+  - { at: 3s, meter: { bus: rs485-1, address: 1 }, sample: { metrics: { t1_c: 41.5 } } }
+  - { at: 4s, device: SMK-0701-B13, send: { events: [fire_alarm] } }
+  - { at: 5s, rf: { bus: rf-1, id: 5A3C1, key: sos } }
+`;
+
 export interface ExampleSite {
   readonly dir: string;
   readonly configFile: string;

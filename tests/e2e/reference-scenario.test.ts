@@ -2,7 +2,7 @@ import mqtt from 'mqtt';
 import { afterAll, describe, expect, it } from 'vitest';
 import { cleanupAll } from '../helpers/cleanup.js';
 import { startMosquitto } from '../helpers/mosquitto.js';
-import { prepareExampleSite } from './example-site.js';
+import { COMPRESSED_SCENARIO, prepareExampleSite } from './example-site.js';
 
 // SPEC §10 end to end: the gateway and the simulated community as two processes, the Modbus
 // meter and the RF bridge on real pseudo-terminals, a real Mosquitto as the city's broker. The
@@ -12,16 +12,7 @@ const PREFIX = 'city/110101013';
 const GRID = '110101013001002';
 const ESCALATE_S = 3;
 
-const SCENARIO = `
-name: SPEC §10, compressed
-steps:
-  - { at: 0s, meter: { bus: rs485-1, address: 1 }, sample: { metrics: { voltage_v: 221.6, current_a: 3.1, t1_c: 26.5 }, state: { short_circuit: false } } }
-  - { at: 0s, device: SMK-0701-B13, send: { events: [heartbeat] } }
-  - { at: 2s, meter: { bus: rs485-1, address: 1 }, sample: { metrics: { current_a: 38.6, t1_c: 31.2 }, state: { short_circuit: true } } }
-  - { at: 3s, meter: { bus: rs485-1, address: 1 }, sample: { metrics: { t1_c: 41.5 } } }
-  - { at: 4s, device: SMK-0701-B13, send: { events: [fire_alarm] } }
-  - { at: 5s, rf: { bus: rf-1, id: 5A3C1, key: sos } }
-`;
+const SCENARIO = COMPRESSED_SCENARIO;
 
 interface Seen {
   topic: string;
