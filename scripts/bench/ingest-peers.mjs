@@ -20,7 +20,7 @@ import process from 'node:process';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import {
-  DB, ROOT, children, cpuOf, flag, freePort, influxCountsByDevice, killChildren, loadResult, machine, mb, rate, sampleRss, saveResult,
+  DB, ROOT, cpuOf, flag, freePort, influxCountsByDevice, killChildren, loadResult, machine, mb, rate, sampleRss, saveResult,
   sleep, start, startGateway, startInfluxd, startMosquitto, sum, waitForInflux, writeSite,
 } from './lib.mjs';
 
@@ -52,6 +52,8 @@ if (process.argv[2] === '--relay') {
   let batch = [];
   let inFlight = 0;
   let dropped = 0;
+  let lastError;
+  let received = 0;
   const flush = () => {
     if (batch.length === 0 || inFlight >= 4) return;
     const body = batch.join('\n');
@@ -59,12 +61,18 @@ if (process.argv[2] === '--relay') {
     batch = [];
     inFlight++;
     fetch(`${influxUrl}/write?db=${DB}&precision=ms`, { method: 'POST', body })
-      .then((r) => {
-        if (r.status !== 204) dropped += n;
-        return r.arrayBuffer();
+      .then(async (r) => {
+        const text = await r.text();
+        if (r.status !== 204) {
+          dropped += n;
+          if (!lastError) process.stdout.write(`relay write ${r.status}: ${text.slice(0, 300)}\n`);
+          lastError = text;
+        }
       })
-      .catch(() => {
+      .catch((err) => {
         dropped += n;
+        if (!lastError) process.stdout.write(`relay write failed: ${err.message}\n`);
+        lastError = err.message;
       })
       .finally(() => {
         inFlight--;
@@ -78,6 +86,7 @@ if (process.argv[2] === '--relay') {
     client.subscribe('dev/+/up', { qos: Number(qosArg) }, () => process.stdout.write('relay subscribed\n'));
   });
   client.on('message', (topic, payload) => {
+    received++;
     const id = topic.slice(4, topic.length - 3);
     try {
       const p = JSON.parse(payload.toString('utf8'));
@@ -88,7 +97,7 @@ if (process.argv[2] === '--relay') {
     if (batch.length >= 5000) flush();
   });
   process.on('SIGTERM', () => {
-    process.stdout.write(`relay dropped ${dropped}\n`);
+    process.stdout.write(`relay received ${received} dropped ${dropped}\n`);
     client.end(true, () => process.exit(0));
   });
   await new Promise(() => {});
@@ -147,8 +156,16 @@ async function load(url, qos, { seconds = SECONDS, ratePerSecond, maxInFlight = 
 }
 
 async function resetDb(influx) {
-  await fetch(`${influx.url}/query`, { method: 'POST', body: new URLSearchParams({ q: `DROP DATABASE ${DB}` }) });
-  await fetch(`${influx.url}/query`, { method: 'POST', body: new URLSearchParams({ q: `CREATE DATABASE ${DB}` }) });
+  const q = (text) => fetch(`${influx.url}/query`, { method: 'POST', body: new URLSearchParams({ q: text }) }).then((r) => r.text());
+  await q(`DROP DATABASE ${DB}`);
+  // CREATE right after DROP has been seen not to stick on influxd 1.6.7: check with a test write.
+  for (let i = 0; i < 50; i++) {
+    await q(`CREATE DATABASE ${DB}`);
+    await sleep(100);
+    const w = await fetch(`${influx.url}/write?db=${DB}&precision=ms`, { method: 'POST', body: 'probe v=1 1' });
+    if (w.status === 204) return;
+  }
+  throw new Error('influxd: could not create the database');
 }
 
 /** Runs the load, then waits for InfluxDB; returns the figures of one system. */
@@ -213,7 +230,9 @@ async function runMosquittoRelay(influx, qos, tag) {
   try {
     await relay.line;
     const fig = await measure('Mosquitto + relay', influx, mq.url, qos, mq.proc.pid);
-    fig.relayCpuNote = 'broker process only in CPU/RSS';
+    await relay.stop();
+    fig.relay = relay.output().trim().split('\n').slice(-3).join(' | ');
+    console.log(`    ${fig.relay}`);
     return fig;
   } finally {
     await relay.stop();
@@ -299,11 +318,15 @@ async function outage(name, influx, brokerUrl) {
   const seconds = OUTAGE_SECONDS + 15;
   let stopped = false;
   let restarted;
+  let backAt = 0;
+  let ackedSoFar = 0;
+  const samples = [];
   const { summary } = await load(brokerUrl, 1, {
     seconds,
     ratePerSecond: OUTAGE_RATE,
     maxInFlight: 1000,
-    onTick: (_p, at) => {
+    onTick: (p, at) => {
+      ackedSoFar = p.acked;
       if (!stopped && at >= 5_000) {
         stopped = true;
         restarted = (async () => {
@@ -311,15 +334,36 @@ async function outage(name, influx, brokerUrl) {
           console.log(`    influxd stopped at ${(at / 1000).toFixed(1)} s`);
           await sleep(OUTAGE_SECONDS * 1000);
           await influx.start();
+          backAt = performance.now();
           console.log('    influxd back');
+          // Catch-up: how fast the backlog reaches InfluxDB once it is back (sampled every 250 ms).
+          for (let i = 0; i < 240; i++) {
+            const n = sum(await influxCountsByDevice(influx.url, DB));
+            samples.push({ at: performance.now() - backAt, n, sentAcked: ackedSoFar });
+            if (n >= ackedSoFar && performance.now() - backAt > 1_000) break;
+            await sleep(250);
+          }
         })();
       }
     },
   });
   await restarted;
   const w = await waitForInflux(influx.url, DB, summary.acked, { stableMs: 15_000, maxMs: 120_000 });
-  const fig = { name, acked: summary.acked, sent: summary.sent, inInflux: w.total, lost: Math.max(0, summary.acked - w.total) };
-  console.log(`  ${name}: ${fig.acked} PUBACKed, ${fig.inInflux} in InfluxDB, lost ${fig.lost}`);
+  // Drain rate: points that reached InfluxDB from its restart until it caught up with the PUBACKs.
+  const first = samples[0];
+  const caught = samples.find((x) => x.n >= x.sentAcked && x.at > 1_000) ?? samples[samples.length - 1];
+  const drain = first && caught && caught.at > 0 ? { points: caught.n - first.n, seconds: caught.at / 1000, caughtUp: caught.n >= caught.sentAcked } : undefined;
+  if (drain) {
+    drain.rate = drain.points / Math.max(0.25, drain.seconds);
+    // The same from the first sample in which InfluxDB grew (leaves out the writer's retry backoff).
+    const moved = samples.find((x) => x.n > first.n);
+    if (moved && caught.at > moved.at) {
+      drain.afterFirstWrite = { points: caught.n - moved.n, seconds: (caught.at - moved.at) / 1000, waitedSeconds: moved.at / 1000 };
+      drain.afterFirstWrite.rate = drain.afterFirstWrite.points / drain.afterFirstWrite.seconds;
+    }
+  }
+  const fig = { name, acked: summary.acked, sent: summary.sent, inInflux: w.total, lost: Math.max(0, summary.acked - w.total), offeredRate: OUTAGE_RATE, drain };
+  console.log(`  ${name}: ${fig.acked} PUBACKed, ${fig.inInflux} in InfluxDB, lost ${fig.lost}; after the restart ${drain ? `${drain.points} points in ${drain.seconds.toFixed(1)} s = ${rate(drain.rate)}${drain.caughtUp ? '' : ' (not caught up)'}${drain.afterFirstWrite ? `; first write ${drain.afterFirstWrite.waitedSeconds.toFixed(1)} s after the restart, then ${rate(drain.afterFirstWrite.rate)}` : ''}` : 'n/a'}`);
   return fig;
 }
 
@@ -359,8 +403,13 @@ try {
   result.nodeRed = { version: nrv.version, contribVersion: nrv.contribVersion };
   influx = await startInfluxd(work);
   const hash = await hashSecret(SECRET);
+  if (partArg === 'relay-only') {
+    console.log(await runMosquittoRelay(influx, 1, 'dbg'));
+  }
   if (partArg === 'all' || partArg === 'throughput') {
     result.throughput = [];
+    result.throughputAt = new Date().toISOString();
+    result.throughputLoad = machine().load;
     for (const qos of [0, 1]) {
       console.log(`QoS ${qos}:`);
       result.throughput.push(await runBare(qos));
@@ -372,6 +421,8 @@ try {
   }
   if (partArg === 'all' || partArg === 'outage') {
     console.log(`outage: influxd stopped ${OUTAGE_SECONDS} s under ${OUTAGE_RATE} msg/s QoS 1:`);
+    result.outageAt = new Date().toISOString();
+    result.outageLoad = machine().load;
     result.outage = [await outageGateway(influx, hash), await outageNodeRed(influx)];
     saveResult('ingest-peers', result);
   }
@@ -379,8 +430,5 @@ try {
 } finally {
   await influx?.stop();
   killChildren();
-  void children;
   if (!process.argv.includes('--keep')) rmSync(work, { recursive: true, force: true });
-  void influxCountsByDevice;
-  void sum;
 }

@@ -294,7 +294,7 @@ export async function startMosquitto(work, name = 'mosquitto') {
 // ---- results -------------------------------------------------------------------------------------
 export function saveResult(name, data) {
   mkdirSync(RESULTS_DIR, { recursive: true });
-  writeFileSync(join(RESULTS_DIR, `${name}.json`), `${JSON.stringify({ at: new Date().toISOString(), machine: machine(), ...data }, null, 2)}\n`);
+  writeFileSync(join(RESULTS_DIR, `${name}.json`), `${JSON.stringify({ machine: machine(), ...data, at: new Date().toISOString() }, null, 2)}\n`);
 }
 
 export function loadResult(name) {
