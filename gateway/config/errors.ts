@@ -45,21 +45,8 @@ export function formatIssue(issue: ConfigIssue): string {
   return field === undefined || field === '' ? `${where}: ${issue.message}` : `${where}: ${field}: ${issue.message}`;
 }
 
-/** An fs error as an operator reads it: `no such file`, not `ENOENT`. */
-export function describeFsError(err: unknown): string {
-  const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  switch (code) {
-    case 'ENOENT':
-      return 'no such file';
-    case 'EACCES':
-    case 'EPERM':
-      return 'permission denied';
-    case 'EISDIR':
-      return 'is a folder, not a file';
-    default:
-      return code ?? String(err);
-  }
-}
+// One description of fs errors for config, registry and rule files; rules/ may not import gateway/.
+export { describeFsError } from '../../rules/dsl/load.js';
 
 /** Thrown by the config loader; carries every issue found, not just the first. */
 export class ConfigError extends Error {

@@ -234,7 +234,8 @@ export async function loadRules(entries: readonly string[], baseDir: string, opt
   return { rules: checked.rules, files: checked.files };
 }
 
-function describeFsError(err: unknown): string {
+/** An fs error as an operator reads it: `no such file`, not `ENOENT` (gateway/config re-exports it). */
+export function describeFsError(err: unknown): string {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   switch (code) {
     case 'ENOENT':
