@@ -12,19 +12,17 @@
 //
 // Everything listens on 127.0.0.1 and lives in a temp dir; every process started here is stopped
 // by its PID. Needs `influxd` (Debian's influxdb) and `npm run build`.
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { cpus, totalmem, tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import process from 'node:process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { DB, GRID, ROOT, children, cpuOf, flag, influxCountsByDevice, rssOf, sampleRss, start, startInfluxd } from './bench/lib.mjs';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const GRID = '110101013001002';
-const DB = 'gridedge';
 
 // ---- child mode: the bare aedes broker --------------------------------------------------------
 if (process.argv[2] === '--bare-broker') {
@@ -43,13 +41,6 @@ if (process.argv[2] === '--bare-broker') {
 }
 
 // ---- options -----------------------------------------------------------------------------------
-function flag(name, fallback) {
-  const i = process.argv.indexOf(`--${name}`);
-  if (i < 0) return fallback;
-  const v = Number(process.argv[i + 1]);
-  if (!Number.isFinite(v) || v <= 0) throw new Error(`--${name} needs a positive number`);
-  return v;
-}
 const SECONDS = flag('seconds', 12);
 /** Bare and gateway runs alternate this many times; the best of each is compared (the box may be shared). */
 const ROUNDS = flag('rounds', 2);
@@ -74,189 +65,6 @@ const { hashSecret } = await import(join(ROOT, 'dist/gateway/registry/secrets.js
 const { getModel } = await import(join(ROOT, 'dist/devices/catalogue.js'));
 
 const work = mkdtempSync(join(tmpdir(), 'gridedge-bench-ingest-'));
-/** Every child started here, so that an error still stops them (by PID). */
-const children = new Set();
-
-function freePort() {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => res(port));
-    });
-  });
-}
-
-/** Spawns a child with its output kept; `line` resolves when the output matches `ready` (at once without one). */
-function start(cmd, args, { ready, cwd, timeoutMs = 30_000 }) {
-  const child = spawn(cmd, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  let out = '';
-  const exited = new Promise((res) => child.once('close', (code, signal) => {
-    children.delete(child);
-    res({ code, signal });
-  }));
-  const line = new Promise((res, rej) => {
-    if (!ready) {
-      child.stdout.on('data', (d) => (out = (out + d.toString('utf8')).slice(-1e5)));
-      child.stderr.on('data', (d) => (out = (out + d.toString('utf8')).slice(-1e5)));
-      res(null);
-      return;
-    }
-    const timer = setTimeout(() => rej(new Error(`${cmd} did not print ${ready} within ${timeoutMs} ms:\n${out}`)), timeoutMs);
-    const onData = (d) => {
-      out += d.toString('utf8');
-      if (out.length > 1e6) out = out.slice(-1e5);
-      const m = ready && out.match(ready);
-      if (m) {
-        clearTimeout(timer);
-        res(m);
-      }
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    child.once('close', () => {
-      clearTimeout(timer);
-      rej(new Error(`${cmd} exited before printing ${ready}:\n${out}`));
-    });
-  });
-  return {
-    pid: child.pid,
-    line,
-    exited,
-    output: () => out,
-    async stop(graceMs = 15_000) {
-      if (child.exitCode !== null || child.signalCode !== null) return exited;
-      process.kill(child.pid, 'SIGTERM');
-      const t = setTimeout(() => {
-        if (child.exitCode === null && child.signalCode === null) process.kill(child.pid, 'SIGKILL');
-      }, graceMs);
-      const s = await exited;
-      clearTimeout(t);
-      return s;
-    },
-  };
-}
-
-/** Resident set of a PID, bytes (Linux /proc). */
-function rssOf(pid) {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) * 1024 : 0;
-  } catch {
-    return 0;
-  }
-}
-
-/** utime + stime of a PID, seconds. */
-function cpuOf(pid) {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return 0;
-  }
-}
-
-function sampleRss(pid) {
-  let max = 0;
-  const timer = setInterval(() => {
-    max = Math.max(max, rssOf(pid));
-  }, 200);
-  return () => {
-    clearInterval(timer);
-    return Math.max(max, rssOf(pid));
-  };
-}
-
-// ---- influxd, configured as tests/helpers/influxd.ts does ---------------------------------------
-async function startInfluxd() {
-  const dir = join(work, 'influxd');
-  for (const sub of ['meta', 'data', 'wal']) mkdirSync(join(dir, sub), { recursive: true });
-  const port = await freePort();
-  let rpc = await freePort();
-  while (rpc === port) rpc = await freePort();
-  const config = join(dir, 'influxdb.conf');
-  writeFileSync(
-    config,
-    [
-      'reporting-disabled = true',
-      `bind-address = "127.0.0.1:${rpc}"`,
-      '[meta]',
-      `  dir = "${join(dir, 'meta')}"`,
-      '  logging-enabled = false',
-      '[data]',
-      `  dir = "${join(dir, 'data')}"`,
-      `  wal-dir = "${join(dir, 'wal')}"`,
-      '  query-log-enabled = false',
-      '[monitor]',
-      '  store-enabled = false',
-      '[subscriber]',
-      '  enabled = false',
-      '[http]',
-      '  enabled = true',
-      `  bind-address = "127.0.0.1:${port}"`,
-      '  auth-enabled = false',
-      '  log-enabled = false',
-      '  pprof-enabled = false',
-      '  unix-socket-enabled = false',
-      '[ifql]',
-      '  enabled = false',
-      '[logging]',
-      '  suppress-logo = true',
-      '  level = "warn"',
-      '[[graphite]]',
-      '  enabled = false',
-      '[[collectd]]',
-      '  enabled = false',
-      '[[opentsdb]]',
-      '  enabled = false',
-      '[[udp]]',
-      '  enabled = false',
-      '[continuous_queries]',
-      '  enabled = false',
-      '',
-    ].join('\n'),
-  );
-  const proc = start('influxd', ['run', '-config', config], { cwd: dir });
-  const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    try {
-      const res = await fetch(`${url}/ping`, { signal: AbortSignal.timeout(1_000) });
-      if (res.status === 204) break;
-    } catch {
-      // not yet
-    }
-    if (Date.now() > deadline) throw new Error(`influxd did not answer /ping:\n${proc.output()}`);
-    await sleep(100);
-  }
-  return { proc, url };
-}
-
-async function influxQuery(url, q, db = DB) {
-  const res = await fetch(`${url}/query`, { method: 'POST', body: new URLSearchParams({ q, db, epoch: 'ms' }) });
-  const json = await res.json();
-  const err = json.error ?? json.results?.find((r) => r.error)?.error;
-  if (err) throw new Error(`${q}: ${err}`);
-  return json.results?.flatMap((r) => r.series ?? []) ?? [];
-}
-
-async function influxCountsByDevice(url) {
-  const counts = new Map();
-  let series;
-  try {
-    series = await influxQuery(url, 'SELECT count(battery_low) FROM smoke, pager GROUP BY device_id');
-  } catch (err) {
-    if (/database not found/.test(err.message)) return counts;
-    throw err;
-  }
-  for (const s of series) counts.set(s.tags.device_id, (counts.get(s.tags.device_id) ?? 0) + Number(s.values[0][1]));
-  return counts;
-}
-
 // ---- devices -----------------------------------------------------------------------------------
 const MODEL_IDS = ['smoke-json', 'smoke-ctw', 'pager-json'];
 const devices = Array.from({ length: CONNECTIONS }, (_, i) => {
@@ -349,7 +157,7 @@ async function gatewayRun(influxUrl, name, seconds, nodeArgs = [], siteOptions =
   const idleRss = rssOf(proc.pid);
   const rss = sampleRss(proc.pid);
   const cpu0 = cpuOf(proc.pid);
-  const before = await influxCountsByDevice(influxUrl);
+  const before = await influxCountsByDevice(influxUrl, DB, 'smoke, pager');
   let connectedRss = 0;
   const { summary, sustained, t0, generatorCpu } = await load(`mqtt://127.0.0.1:${port}`, seconds, () => {
     connectedRss = rssOf(proc.pid);
@@ -363,7 +171,7 @@ async function gatewayRun(influxUrl, name, seconds, nodeArgs = [], siteOptions =
   let total = -1;
   let stableSince = performance.now();
   for (;;) {
-    counts = await influxCountsByDevice(influxUrl);
+    counts = await influxCountsByDevice(influxUrl, DB, 'smoke, pager');
     let sum = 0;
     for (const [id, n] of counts) sum += n - (before.get(id) ?? 0);
     if (sum !== total) stableSince = performance.now();
@@ -497,7 +305,7 @@ try {
   };
   console.log(`machine: ${machine.nproc} CPUs (${machine.cpu}), ${machine.memory}, node ${machine.node}, ${machine.influxd}`);
   console.log(`load: ${CONNECTIONS} connections, QoS 1, ≤ ${IN_FLIGHT} in flight each, ${SECONDS} s a run (first ${WARMUP_MS / 1000} s not counted)\n`);
-  influx = await startInfluxd();
+  influx = await startInfluxd(work);
 
   const bares = [];
   const gws = [];
