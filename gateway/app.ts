@@ -125,6 +125,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
       // Fan-out listens to commits only: nothing downstream sees a reading a crash could lose.
       const unsubscribe = store.onCommit((batch) => {
         sinks.notify();
+        if (!broker.hasLocalReaders()) return;
         for (const { reading } of batch) {
           broker.publishLocal(localTopics.reading(reading.kind, reading.deviceId), JSON.stringify(reading)).catch((err: unknown) => {
             brokerLog.warn({ err }, 'local republish failed');

@@ -67,6 +67,8 @@ export function createDeviceBroker(deps: DeviceBrokerDeps): DeviceBroker {
   const readyClients = new WeakSet<Client>();
   const sockets = new Set<Socket>();
   let connected = 0;
+  /** Ready operator clients: the readers of the local republish. */
+  let operatorsConnected = 0;
 
   let state: 'idle' | 'starting' | 'started' | 'stopping' | 'stopped' = 'idle';
   let starting: Promise<void> | undefined;
@@ -251,7 +253,10 @@ export function createDeviceBroker(deps: DeviceBrokerDeps): DeviceBroker {
   // --- connections and sessions ----------------------------------------------------------
 
   function sessionEnded(client: Client): void {
-    if (readyClients.delete(client)) connected--;
+    if (readyClients.delete(client)) {
+      connected--;
+      if (operatorClients.has(client)) operatorsConnected--;
+    }
     if (deviceClients.has(client)) presence.ended(client.id, client);
   }
 
@@ -277,6 +282,7 @@ export function createDeviceBroker(deps: DeviceBrokerDeps): DeviceBroker {
     broker.on('clientReady', (client) => {
       readyClients.add(client);
       connected++;
+      if (operatorClients.has(client)) operatorsConnected++;
       if (deviceClients.has(client)) presence.ready(client.id, client);
     });
     broker.on('clientDisconnect', sessionEnded);
@@ -389,6 +395,10 @@ export function createDeviceBroker(deps: DeviceBrokerDeps): DeviceBroker {
 
     clients() {
       return connected;
+    },
+
+    hasLocalReaders() {
+      return operatorsConnected > 0;
     },
 
     ports() {

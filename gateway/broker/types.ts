@@ -83,6 +83,11 @@ export interface DeviceBroker {
   /** A message for local operator tools (`gridedge/readings/…`, `gridedge/incidents/…`). */
   publishLocal(topic: string, payload: Buffer | string, opts?: PublishLocalOptions): Promise<void>;
   stats(): BrokerStats;
+  /**
+   * An operator client is connected. The local republish is QoS 0 and never retained, so with no
+   * operator connected nobody could receive it: the gateway skips serialising it (issue 7 profile).
+   */
+  hasLocalReaders(): boolean;
   /** Connected, authenticated clients (devices and operators). */
   clients(): number;
   /** The bound ports, readable after start() (useful with port 0). */

@@ -149,7 +149,10 @@ describe('foreign clients and operators', () => {
   });
 
   it('an operator subscribed to gridedge/readings/# receives the normalized reading', async () => {
+    // With no operator connected the republish is skipped (nobody could receive a QoS 0 message).
+    expect(gw.gateway.broker.hasLocalReaders()).toBe(false);
     const op = await connectMqtt(gw.url, { clientId: 'local-tool-1', username: OPERATOR.username, password: OPERATOR.password });
+    expect(gw.gateway.broker.hasLocalReaders()).toBe(true);
     const received: { topic: string; reading: Reading }[] = [];
     op.on('message', (topic, payload) => received.push({ topic, reading: JSON.parse(payload.toString('utf8')) as Reading }));
     await op.subscribeAsync(localTopics.readingsFilter, { qos: 0 });
@@ -166,6 +169,7 @@ describe('foreign clients and operators', () => {
     expect(got?.reading).toMatchObject({ model: 'pager-json', events: ['service_call'], service: 'meal', metrics: { battery_pct: 64 }, place: { room: '地下一层,3号' } });
     await c.endAsync();
     await op.endAsync();
+    await waitUntil('the operator is gone', () => !gw.gateway.broker.hasLocalReaders(), 5_000);
   });
 });
 
