@@ -84,6 +84,19 @@ describe('the ingest pipeline', () => {
     expect(pipeline.stats().duplicates).toBe(1);
   });
 
+  it('recognises a resend of an older reading after newer ones, and keeps an older reading it has not seen', async () => {
+    const ts = t.clock.now() - 5_000;
+    await uplink(SMOKE, json({ ts, smoke: false, battery: 80 }));
+    await uplink(SMOKE, json({ ts: ts + 2_000, smoke: false, battery: 79 }));
+    await store.close();
+    make();
+    await uplink(SMOKE, json({ ts: ts + 3_000, smoke: false, battery: 79 })); // newer than all stored: no lookup needed
+    await uplink(SMOKE, json({ ts, smoke: false, battery: 80 })); // the oldest one, resent out of order
+    await uplink(SMOKE, json({ ts: ts + 1_000, smoke: false, battery: 80 })); // older, but never stored: kept
+    expect(store.readAfter('x', 10).map((s) => s.reading.ts)).toEqual([ts, ts + 2_000, ts + 3_000, ts + 1_000]);
+    expect(pipeline.stats().duplicates).toBe(1);
+  });
+
   it('keeps two different events at the same device time, and readings without a device time', async () => {
     const ts = t.clock.now() - 1_000;
     await uplink(PAGER, json({ ts, event: 'sos', battery: 90 }));
