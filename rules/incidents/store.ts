@@ -16,7 +16,9 @@ import { IncidentSchema, isActiveStatus, parseIncidentId, type Incident, type In
  *   and the escalation deadline.
  * - `outbox`: one row per incident change, in commit order (`seq`, AUTOINCREMENT so that a seq is
  *   never reused even after delivered rows are deleted), the payload frozen at that version.
- * - `cursors`: the uplink's durable position: every row with `seq <= cursor` was PUBACKed.
+ * - `cursors`: each consumer's durable position (`uplink`: every row with `seq <= cursor` was
+ *   PUBACKed; `sink:…`: written to that time-series sink). A row is deleted once every consumer
+ *   is past it.
  * - `id_counters`: the last incident sequence number used per Beijing day.
  */
 
@@ -92,7 +94,10 @@ export interface IncidentStore {
   appendChanges(incidents: readonly Incident[]): number[];
   /** One change; returns its outbox seq (0 without an outbox). */
   appendChange(incident: Incident): number;
+  /** The uplink's view of the change log (consumer `uplink`). */
   readonly outbox: IncidentOutbox;
+  /** Another consumer's view (one of `consumers`): a time-series sink's. */
+  outboxFor(consumer: string): IncidentOutbox;
   close(): void;
 }
 
@@ -103,9 +108,14 @@ export interface OpenIncidentStoreOptions {
   readonly path?: string;
   readonly logger: IncidentStoreLogger;
   /**
-   * Default true. A gateway without an uplink (config has none) passes false: nobody would ever
-   * acknowledge the rows, and the table would only grow. Incidents are stored either way.
+   * Who reads the change log, each by its own cursor: `uplink`, and `sink:…` for each time-series
+   * sink. Default `['uplink']`. With none (no uplink, no sink) no rows are written: nobody would
+   * ever acknowledge them and the table would only grow. Incidents are stored either way. Given
+   * (the gateway's open), a cursor of a consumer no longer listed is removed, so that it does not
+   * hold the rows forever; readers that leave it out change no cursor.
    */
+  readonly consumers?: readonly string[];
+  /** Deprecated spelling: `false` = `consumers: []`, `true` = `['uplink']`. */
   readonly outbox?: boolean;
 }
 
@@ -151,7 +161,8 @@ interface IncidentRow {
 export function openIncidentStore(options: OpenIncidentStoreOptions): IncidentStore {
   const path = options.path ?? join(options.dataDir ?? '.', 'incidents.db');
   const { logger } = options;
-  const withOutbox = options.outbox ?? true;
+  const consumers = [...new Set(options.consumers ?? (options.outbox === false ? [] : [CURSOR]))];
+  const withOutbox = consumers.length > 0;
   const db = openDb(path, logger);
 
   const version = db.pragma('user_version', { simple: true }) as number;
@@ -161,7 +172,15 @@ export function openIncidentStore(options: OpenIncidentStoreOptions): IncidentSt
   }
   db.exec(DDL);
   db.pragma(`user_version = ${SCHEMA_VERSION}`);
-  db.prepare(`INSERT OR IGNORE INTO cursors (name, seq) VALUES (?, 0)`).run(CURSOR);
+  db.transaction(() => {
+    // Only the gateway's own open (an explicit list) removes consumers; a reader leaves them.
+    const known = db.prepare(`SELECT name FROM cursors`).pluck().all() as string[];
+    if (options.consumers !== undefined) for (const name of known) if (!consumers.includes(name)) db.prepare(`DELETE FROM cursors WHERE name = ?`).run(name);
+    // A new consumer starts where the slowest one is: the rows still kept are the ones not yet delivered to all.
+    for (const name of consumers) db.prepare(`INSERT OR IGNORE INTO cursors (name, seq) VALUES (?, 0)`).run(name);
+    const min = db.prepare(`SELECT min(seq) FROM cursors`).pluck().get() as number | null;
+    db.prepare(`DELETE FROM outbox WHERE seq <= ?`).run(min ?? Number.MAX_SAFE_INTEGER);
+  })();
 
   const q = {
     insert: db.prepare(
@@ -182,7 +201,7 @@ export function openIncidentStore(options: OpenIncidentStoreOptions): IncidentSt
     readAfter: db.prepare(`SELECT seq, incident_id AS incidentId, version, grid, payload, created_at AS createdAt FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?`),
     cursor: db.prepare(`SELECT seq FROM cursors WHERE name = ?`).pluck(),
     setCursor: db.prepare(`UPDATE cursors SET seq = ? WHERE name = ? AND seq < ?`),
-    prune: db.prepare(`DELETE FROM outbox WHERE seq <= ?`),
+    prune: db.prepare(`DELETE FROM outbox WHERE seq <= (SELECT min(seq) FROM cursors)`),
     lastSeq: db.prepare(`SELECT seq FROM sqlite_sequence WHERE name = 'outbox'`).pluck(),
     stats: db.prepare(`SELECT count(*) AS depth, min(created_at) AS oldest FROM outbox WHERE seq > ?`),
   };
@@ -246,38 +265,51 @@ export function openIncidentStore(options: OpenIncidentStoreOptions): IncidentSt
     return seqs;
   };
 
-  const cursor = (): number => (q.cursor.get(CURSOR) as number | undefined) ?? 0;
   const lastSeq = (): number => (q.lastSeq.get() as number | undefined) ?? 0;
 
-  const ack = db.transaction((seq: number) => {
+  const ack = db.transaction((name: string, seq: number) => {
     if (!Number.isSafeInteger(seq) || seq > lastSeq()) throw new IncidentError('INC_ERR_STORE_CURSOR', `seq ${seq}, last written ${lastSeq()}`);
-    q.setCursor.run(seq, CURSOR, seq);
-    q.prune.run(seq);
+    q.setCursor.run(seq, name, seq);
+    q.prune.run();
   });
 
-  const outbox: IncidentOutbox = {
-    readAfter(afterSeq, limit) {
-      assertOpen();
-      return q.readAfter.all(afterSeq, Math.max(1, Math.floor(limit))) as OutboxRow[];
-    },
-    cursor() {
-      assertOpen();
-      return cursor();
-    },
-    ack(seq) {
-      assertOpen();
-      ack(seq);
-    },
-    stats() {
-      assertOpen();
-      const c = cursor();
-      const s = q.stats.get(c) as { depth: number; oldest: number | null };
-      return { depth: s.depth, oldestCreatedAt: s.oldest ?? undefined, cursor: c, lastSeq: lastSeq() };
-    },
-    subscribe(listener) {
-      listeners.add(listener);
-      return () => listeners.delete(listener);
-    },
+  /** One consumer's view of the change log: its own cursor; acks prune what every consumer is past. */
+  const consumerView = (name: string): IncidentOutbox => {
+    const cursor = (): number => (q.cursor.get(name) as number | undefined) ?? 0;
+    return {
+      readAfter(afterSeq, limit) {
+        assertOpen();
+        return q.readAfter.all(afterSeq, Math.max(1, Math.floor(limit))) as OutboxRow[];
+      },
+      cursor() {
+        assertOpen();
+        return cursor();
+      },
+      ack(seq) {
+        assertOpen();
+        ack(name, seq);
+      },
+      stats() {
+        assertOpen();
+        const c = cursor();
+        const s = q.stats.get(c) as { depth: number; oldest: number | null };
+        return { depth: s.depth, oldestCreatedAt: s.oldest ?? undefined, cursor: c, lastSeq: lastSeq() };
+      },
+      subscribe(listener) {
+        listeners.add(listener);
+        return () => listeners.delete(listener);
+      },
+    };
+  };
+
+  const views = new Map<string, IncidentOutbox>();
+  const outboxFor = (name: string): IncidentOutbox => {
+    const known = views.get(name);
+    if (known) return known;
+    if (!consumers.includes(name)) throw new IncidentError('INC_ERR_STORE_CURSOR', `${name} is not a consumer of ${path} (${consumers.join(', ') || 'none'})`);
+    const view = consumerView(name);
+    views.set(name, view);
+    return view;
   };
 
   return {
@@ -320,7 +352,11 @@ export function openIncidentStore(options: OpenIncidentStoreOptions): IncidentSt
     appendChange(incident) {
       return appendChanges([incident])[0] ?? 0;
     },
-    outbox,
+    // Without an uplink consumer the uplink never asks; a view of nothing keeps the type simple.
+    get outbox() {
+      return consumers.includes(CURSOR) ? outboxFor(CURSOR) : consumerView(CURSOR);
+    },
+    outboxFor,
     close() {
       if (closed) return;
       closed = true;

@@ -600,6 +600,38 @@ describe('the store', () => {
     }
   });
 
+  it('each consumer of the change log has its own cursor; a row goes once every consumer is past it', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gridedge-incidents-'));
+    const SINK = 'sink:influxdb1:http://127.0.0.1:8086/gridedge';
+    let store = openIncidentStore({ dataDir: dir, logger: silent, consumers: ['uplink', SINK] });
+    try {
+      const m = createIncidentManager({ gatewayId: GW, store, clock: { now: () => T0 }, logger: silent, escalation: ESCALATION });
+      m.start();
+      m.onSignal(raise({ scopeKey: 'A' }));
+      m.onSignal(raise({ scopeKey: 'B' }));
+      store.outbox.ack(2);
+      // The uplink is done; the sink has read nothing yet, so both rows stay for it.
+      expect(store.outbox.stats()).toMatchObject({ depth: 0, cursor: 2 });
+      const sink = store.outboxFor(SINK);
+      expect(sink.readAfter(sink.cursor(), 10).map((r) => r.seq)).toEqual([1, 2]);
+      sink.ack(1);
+      expect(sink.stats()).toMatchObject({ depth: 1, cursor: 1 });
+      expect(() => store.outboxFor('sink:influxdb2:elsewhere')).toThrow(/not a consumer/);
+      // A reader that names no consumers changes no cursor.
+      openIncidentStore({ dataDir: dir, logger: silent, outbox: false }).close();
+      store.close();
+      store = openIncidentStore({ dataDir: dir, logger: silent, consumers: ['uplink', SINK] });
+      expect(store.outboxFor(SINK).readAfter(store.outboxFor(SINK).cursor(), 10).map((r) => r.seq)).toEqual([2]);
+      // The sink is removed from the config: its cursor goes, and with it the rows it held.
+      store.close();
+      store = openIncidentStore({ dataDir: dir, logger: silent, consumers: ['uplink'] });
+      expect(store.outbox.readAfter(0, 10)).toEqual([]);
+    } finally {
+      store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('the outbox cursor only moves forward, deletes delivered rows, and seqs are never reused', () => {
     const h = harness();
     try {
