@@ -4,11 +4,14 @@ import { systemClock, type SinkClock } from './clock.js';
 import { readingToLine } from './line-protocol.js';
 import { SinkWriteError, messageOf, type Sink, type SinkLogger, type SinkWriteErrorKind } from './sink.js';
 
-/** A committed reading and its sequence number (the store's `StoredReading` fits). */
-export interface SinkSourceEntry {
-  readonly seq: number;
-  readonly reading: Reading;
-}
+/**
+ * A committed entry and its sequence number: a reading (the store's `StoredReading` fits), or a
+ * line its source built itself (incident changes, SPEC §5 measurement `incident`; null: nothing
+ * to write) with the device it concerns, for logs and dead letters.
+ */
+export type SinkSourceEntry =
+  | { readonly seq: number; readonly reading: Reading }
+  | { readonly seq: number; readonly line: string | null; readonly deviceId?: string };
 
 /**
  * The durable outbox of one sink, as narrow as the runner needs it (DESIGN.md: sinks read the
@@ -31,7 +34,9 @@ export interface SinkDeadLetter {
   readonly sink: string;
   readonly code: 'SINK_ERR_REJECTED';
   readonly seq: number;
-  readonly reading: Reading;
+  /** The reading, when the entry was one. */
+  readonly reading?: Reading;
+  readonly deviceId: string | undefined;
   /** The line as it was sent. */
   readonly line: string;
   /** The server's own message (`partial write: field type conflict: … dropped=1`). */
@@ -119,8 +124,17 @@ interface Run {
 
 interface Item {
   readonly seq: number;
-  readonly reading: Reading;
+  readonly reading: Reading | undefined;
+  readonly deviceId: string | undefined;
   readonly line: string;
+}
+
+function itemOf(entry: SinkSourceEntry): Item | null {
+  if ('reading' in entry) {
+    const line = readingToLine(entry.reading);
+    return line === null ? null : { seq: entry.seq, reading: entry.reading, deviceId: entry.reading.deviceId, line };
+  }
+  return entry.line === null ? null : { seq: entry.seq, reading: undefined, deviceId: entry.deviceId, line: entry.line };
 }
 
 const STOPPED = Symbol('stopped');
@@ -276,13 +290,14 @@ export function createSinkRunner(options: SinkRunnerOptions): SinkRunner {
       sink: sink.name,
       code: 'SINK_ERR_REJECTED',
       seq: item.seq,
-      reading: item.reading,
+      ...(item.reading !== undefined ? { reading: item.reading } : {}),
+      deviceId: item.deviceId,
       line: item.line,
       message: err.message,
       status: err.status,
       at: clock.now(),
     };
-    logger.warn({ ...log, seq: item.seq, deviceId: item.reading.deviceId, status: err.status, reason: err.message }, `sink ${sink.name}: point rejected; dead-lettered`);
+    logger.warn({ ...log, seq: item.seq, deviceId: item.deviceId, status: err.status, reason: err.message }, `sink ${sink.name}: point rejected; dead-lettered`);
     try {
       await onDeadLetter(entry);
     } catch (handlerErr) {
@@ -350,8 +365,8 @@ export function createSinkRunner(options: SinkRunnerOptions): SinkRunner {
 
       const items: Item[] = [];
       for (const entry of entries) {
-        const line = readingToLine(entry.reading);
-        if (line !== null) items.push({ seq: entry.seq, reading: entry.reading, line });
+        const item = itemOf(entry);
+        if (item !== null) items.push(item);
       }
 
       let dead = 0;

@@ -152,7 +152,7 @@ describe('foreign clients and operators', () => {
     // With no operator connected the republish is skipped (nobody could receive a QoS 0 message).
     expect(gw.gateway.broker.hasLocalReaders()).toBe(false);
     const op = await connectMqtt(gw.url, { clientId: 'local-tool-1', username: OPERATOR.username, password: OPERATOR.password });
-    expect(gw.gateway.broker.hasLocalReaders()).toBe(true);
+    await waitUntil('the operator counted as a reader', () => gw.gateway.broker.hasLocalReaders(), 5_000);
     const received: { topic: string; reading: Reading }[] = [];
     op.on('message', (topic, payload) => received.push({ topic, reading: JSON.parse(payload.toString('utf8')) as Reading }));
     await op.subscribeAsync(localTopics.readingsFilter, { qos: 0 });

@@ -18,7 +18,7 @@ const T0 = Math.floor(Date.now() / 1000) * 1000 - 60 * 60 * 1000;
 
 /** An in-memory outbox on the real clock. */
 class MemorySource implements SinkSource {
-  private readonly entries: (SinkSourceEntry & { committedAt: number })[] = [];
+  private readonly entries: { seq: number; reading: Reading; committedAt: number }[] = [];
   private seq = 0;
   cursor = 0;
 
@@ -281,7 +281,7 @@ describe('influxdb1 sink against influxd 1.6.7', () => {
 
     expect(r.deadLetters).toHaveLength(1);
     expect(r.deadLetters[0]).toMatchObject({ seq: 138, status: 400, code: 'SINK_ERR_REJECTED' });
-    expect(r.deadLetters[0]?.reading.deviceId).toBe('PGR-0042');
+    expect(r.deadLetters[0]?.deviceId).toBe('PGR-0042');
     expect(r.deadLetters[0]?.message).toMatch(/field type conflict: input field "service" on measurement "pager" is type string, already exists as type float/);
     expect(await count(db, 'SELECT count("battery_pct") FROM "smoke"')).toBe(350);
     expect(await count(db, 'SELECT count("battery_pct") FROM "pager"')).toBe(0);

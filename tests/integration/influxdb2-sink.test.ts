@@ -293,7 +293,7 @@ describe('influxdb2 sink driven by the runner through the real client', () => {
     await waitFor('delivery', () => source.depth() === 0);
     await runner.stop();
     await sink.close();
-    expect(deadLetters.map((d) => [d.seq, d.status, d.reading.deviceId])).toEqual([[601, 400, 'BAD-0601']]);
+    expect(deadLetters.map((d) => [d.seq, d.status, d.deviceId])).toEqual([[601, 400, 'BAD-0601']]);
     expect(deadLetters[0]?.message).toMatch(/^HTTP 400: partial write: field type conflict/);
     expect(written.size).toBe(999);
     expect(source.cursor).toBe(1000);

@@ -63,8 +63,15 @@ function makeReading(i: number, deviceId = `SMK-${String(i).padStart(5, '0')}`):
 }
 
 /** An in-memory outbox with a durable-looking cursor. */
+/** What FakeSource keeps: readings, as the store commits them. */
+interface ReadingEntry {
+  readonly seq: number;
+  readonly reading: Reading;
+  readonly committedAt: number;
+}
+
 class FakeSource implements SinkSource {
-  readonly entries: (SinkSourceEntry & { committedAt: number })[] = [];
+  readonly entries: (ReadingEntry)[] = [];
   cursor = 0;
   readonly acks: number[] = [];
   reads = 0;
@@ -73,7 +80,7 @@ class FakeSource implements SinkSource {
 
   constructor(private readonly clock: FakeClock) {}
 
-  append(n: number, make: (i: number) => Reading = makeReading): SinkSourceEntry[] {
+  append(n: number, make: (i: number) => Reading = makeReading): ReadingEntry[] {
     const added = Array.from({ length: n }, () => {
       this.seq++;
       return { seq: this.seq, reading: make(this.seq), committedAt: this.clock.now() };
@@ -81,7 +88,7 @@ class FakeSource implements SinkSource {
     this.entries.push(...added);
     return added;
   }
-  private pending(): (SinkSourceEntry & { committedAt: number })[] {
+  private pending(): (ReadingEntry)[] {
     return this.entries.filter((e) => e.seq > this.cursor);
   }
   read(limit: number): readonly SinkSourceEntry[] {
@@ -450,7 +457,7 @@ describe('isolating rejected points (HTTP 400)', () => {
 
     expect(deadLetters).toHaveLength(1);
     expect(deadLetters[0]).toMatchObject({ sink: 'fake', code: 'SINK_ERR_REJECTED', seq: 3137, status: 400, at: 0 });
-    expect(deadLetters[0]?.reading.deviceId).toBe('BAD-3137');
+    expect(deadLetters[0]?.deviceId).toBe('BAD-3137');
     expect(deadLetters[0]?.line).toMatch(/^smoke,building=7,device_id=BAD-3137,/);
     expect(deadLetters[0]?.message).toMatch(/field type conflict/);
     expect(source.cursor).toBe(5000);
