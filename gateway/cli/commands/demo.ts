@@ -3,6 +3,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { isMap, isSeq, parseDocument } from 'yaml';
 import type { Incident, IncidentManager } from '../../../rules/incidents/index.js';
 import { createMqttDevice, type MqttDevice } from '../../../simulators/mqtt-device.js';
 import {
@@ -48,12 +49,8 @@ const DEMO_TOKENS = [
   ['dispatcher', 'dispatcher', 'all grids', 'demo-token-dispatcher-dhs07'],
   ['wang', 'grid_worker', '第2网格', 'demo-token-wang-dhs07'],
 ] as const;
-/** The example config's serial buses, by the path it gives each. */
-const EXAMPLE_BUSES = [
-  ['rs485-1', '/dev/ttyUSB0'],
-  ['rs485-2', '/dev/ttyUSB2'],
-  ['rf-1', '/dev/ttyUSB1'],
-] as const;
+/** The example config's serial buses: each gets a pty pair in the demo. */
+const EXAMPLE_BUSES = ['rs485-1', 'rs485-2', 'rf-1'] as const;
 
 const FLAGS = {
   port: { type: 'string', default: '1883' },
@@ -76,32 +73,38 @@ export function exampleDir(): string {
   }
 }
 
-function replaceOnce(text: string, from: string | RegExp, to: string): string {
-  // Whether the text is there, not whether it changed: the default ports replace a value by itself.
-  const found = typeof from === 'string' ? text.includes(from) : from.test(text);
-  if (!found) throw new Error(`the example config has changed: cannot find ${String(from)}`);
-  return text.replace(from, to);
-}
-
 /** The example gridedge.yaml, edited for the demo (the file itself is never written). */
 export function demoConfigText(
   source: string,
   options: { dataDir: string; port: number; httpPort?: number; serial?: ReadonlyMap<string, string>; devicesFile?: string },
 ): string {
-  let text = replaceOnce(source, /^gateway: \{ id: ([^,]+), dataDir: \.\/data \}$/m, `gateway: { id: $1, dataDir: ${JSON.stringify(options.dataDir)} }`);
+  // Edited as a YAML document, not as text: comments and layout stay, and a missing key fails loudly.
+  const doc = parseDocument(source);
+  const set = (path: readonly (string | number)[], value: unknown): void => {
+    if (!doc.hasIn(path)) throw new Error(`the example config has changed: it has no ${path.join('.')}`);
+    doc.setIn(path, value);
+  };
+  set(['gateway', 'dataDir'], options.dataDir);
   // Loopback only: the demo's secrets and tokens are public (examples/donghuashi/README.md).
-  text = replaceOnce(text, /^ {2}listen: \{ host: 0\.0\.0\.0, port: 1883 \}/m, `  listen: { host: 127.0.0.1, port: ${options.port} }`);
-  if (options.httpPort !== undefined) text = replaceOnce(text, /^http: \{ host: 127\.0\.0\.1, port: 8080 \}$/m, `http: { host: 127.0.0.1, port: ${options.httpPort} }`);
+  set(['mqtt', 'listen', 'host'], '127.0.0.1');
+  set(['mqtt', 'listen', 'port'], options.port);
+  if (options.httpPort !== undefined) {
+    set(['http', 'host'], '127.0.0.1');
+    set(['http', 'port'], options.httpPort);
+  }
+  const buses = doc.get('serial');
+  if (!isSeq(buses)) throw new Error('the example config has changed: it has no serial list');
   if (options.serial) {
-    for (const [bus, path] of EXAMPLE_BUSES) {
-      const to = options.serial.get(bus);
-      if (to !== undefined) text = replaceOnce(text, `path: ${path},`, `path: ${JSON.stringify(to)},`);
+    for (const [bus, path] of options.serial) {
+      const i = buses.items.findIndex((item) => isMap(item) && item.get('id') === bus);
+      if (i < 0) throw new Error(`the example config has changed: it has no serial bus ${bus}`);
+      set(['serial', i, 'path'], path);
     }
   } else {
-    text = replaceOnce(text, /^serial:\n(?: {2}- .*\n)+/m, 'serial: []\n');
+    doc.set('serial', doc.createNode([]));
   }
-  if (options.devicesFile !== undefined) text = replaceOnce(text, /^devices: \.\/devices\.csv$/m, `devices: ${JSON.stringify(options.devicesFile)}`);
-  return text;
+  if (options.devicesFile !== undefined) set(['devices'], options.devicesFile);
+  return doc.toString();
 }
 
 /** The CSV without the rows of serial devices (for a demo without socat). */
@@ -253,7 +256,7 @@ async function demoRun(args: readonly string[], io: CliIo): Promise<number> {
     if (hasSocat) {
       serial = new Map();
       const sims = new Map<string, string>();
-      for (const [bus] of EXAMPLE_BUSES) {
+      for (const bus of EXAMPLE_BUSES) {
         const pair = await createPtyPair(join(work, `${bus}-gateway`), join(work, `${bus}-device`));
         ptys.push(pair);
         serial.set(bus, pair.a);
