@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { isNode, LineCounter, parseDocument } from 'yaml';
+import { MAX_YAML_DEPTH, yamlTooDeepAt } from '../devices/yaml-depth.js';
 import { z } from 'zod';
 import { getModel } from '../devices/catalogue.js';
 import type { EncodeSample } from '../devices/model.js';
@@ -235,13 +236,21 @@ export function formatPath(path: readonly PropertyKey[]): string {
 /** Parses and validates scenario YAML; throws a ScenarioError listing every problem. */
 export function parseScenario(text: string, file = 'scenario.yaml'): Scenario {
   const lineCounter = new LineCounter();
+  const deepAt = yamlTooDeepAt(text);
+  if (deepAt !== undefined) throw new ScenarioError([{ file, path: '', message: `not valid YAML: nested deeper than ${MAX_YAML_DEPTH} levels`, line: deepAt }]);
   const doc = parseDocument(text, { lineCounter, prettyErrors: true });
   if (doc.errors.length > 0) {
     throw new ScenarioError(
       doc.errors.map((e) => ({ file, path: '', message: `not valid YAML: ${e.message.split('\n')[0] ?? e.message}`, ...(e.linePos ? { line: e.linePos[0].line } : {}) })),
     );
   }
-  const value: unknown = doc.toJS();
+  let value: unknown;
+  try {
+    value = doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    // Aliases expanding past maxAliasCount (a "billion laughs" file): the yaml library throws.
+    throw new ScenarioError([{ file, path: '', message: `not valid YAML: ${(err as Error).message}` }]);
+  }
   const parsed = ScenarioSchema.safeParse(value, { reportInput: true });
   if (parsed.success) return parsed.data;
 

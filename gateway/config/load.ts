@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { substituteEnv, type Env } from './env.js';
 import { ConfigError, describeFsError, type ConfigIssue } from './errors.js';
 import { GatewayConfigSchema, type GatewayConfig } from './schema.js';
+import { MAX_YAML_DEPTH, yamlTooDeepAt } from '../../devices/yaml-depth.js';
 
 export interface LoadConfigOptions {
   /**
@@ -36,6 +37,8 @@ export async function loadConfig(file: string, options: LoadConfigOptions = {}):
 /** The same as {@link loadConfig} for text already in hand; `file` locates relative paths. */
 export function parseConfig(source: string, where: { file: string; shown?: string; env?: Env }): GatewayConfig {
   const shown = where.shown ?? where.file;
+  const deepAt = yamlTooDeepAt(source);
+  if (deepAt !== undefined) throw new ConfigError([{ code: 'CFG_ERR_YAML', file: shown, line: deepAt, message: `YAML: nested deeper than ${MAX_YAML_DEPTH} levels` }]);
   const doc = parseDocument(source, { uniqueKeys: true });
   if (doc.errors.length > 0) {
     throw new ConfigError(
@@ -47,7 +50,13 @@ export function parseConfig(source: string, where: { file: string; shown?: strin
       })),
     );
   }
-  const raw: unknown = doc.toJS({ maxAliasCount: 100 });
+  let raw: unknown;
+  try {
+    raw = doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    // Aliases expanding past maxAliasCount (a "billion laughs" file): the yaml library throws.
+    throw new ConfigError([{ code: 'CFG_ERR_YAML', file: shown, message: `YAML: ${(err as Error).message}` }], { cause: err });
+  }
   if (raw === null || raw === undefined) throw new ConfigError([{ code: 'CFG_ERR_INVALID', file: shown, message: 'the file is empty' }]);
 
   const { value, missing } = substituteEnv(raw, where.env ?? process.env);

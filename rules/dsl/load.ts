@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isNode, LineCounter, parseDocument, type Document } from 'yaml';
+import { MAX_YAML_DEPTH, yamlTooDeepAt } from '../../devices/yaml-depth.js';
 import { compileRule, type CompiledRule } from './compile.js';
 import { formatPath, RuleError, type RuleErrorCode, type RuleIssue } from './errors.js';
 import { RULE_FIELDS, RuleFileSchema, RuleSchema, relayIssue } from './schema.js';
@@ -78,6 +79,8 @@ function parseFile(source: RuleSource): ParsedFile {
   const { file } = source;
   const issues: RuleIssue[] = [];
   const counter = new LineCounter();
+  const deepAt = yamlTooDeepAt(source.text);
+  if (deepAt !== undefined) return { file, rules: [], issues: [{ code: 'RULE_ERR_YAML', file, message: `not valid YAML: nested deeper than ${MAX_YAML_DEPTH} levels`, line: deepAt }] };
   const doc = parseDocument(source.text, { lineCounter: counter, uniqueKeys: true, prettyErrors: false });
   if (doc.errors.length > 0) {
     for (const e of doc.errors) {
@@ -86,7 +89,14 @@ function parseFile(source: RuleSource): ParsedFile {
     }
     return { file, rules: [], issues };
   }
-  const top = RuleFileSchema.safeParse(doc.toJS());
+  let value: unknown;
+  try {
+    value = doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    // Aliases expanding past maxAliasCount (a "billion laughs" file): the yaml library throws.
+    return { file, rules: [], issues: [{ code: 'RULE_ERR_YAML', file, message: `not valid YAML: ${(err as Error).message}` }] };
+  }
+  const top = RuleFileSchema.safeParse(value);
   if (!top.success) {
     for (const i of top.error.issues) {
       const r = relayIssue(i, 'rules');

@@ -149,6 +149,11 @@ describe('errors name the file, the rule id and the field path', () => {
     expect(errorsOf(text)).toEqual(['local.yaml: rule electrical.leakage: when.op: must be one of > >= < <= == != (line 6)']);
   });
 
+  it('a deeply nested or alias-bomb file is a YAML issue, not a crash (issue 8: bad input)', () => {
+    expect(errorsOf(`rules: ${'['.repeat(5_000)}`)).toEqual(['local.yaml: not valid YAML: nested deeper than 64 levels (line 1)']);
+    expect(errorsOf('a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: [*d, *d, *d, *d, *d, *d, *d, *d, *d]\n')[0]).toMatch(/^local\.yaml: not valid YAML: .*alias/i);
+  });
+
   it('an unquoted operator: YAML reads >= as a block scalar and != as a tag; both say to quote it', () => {
     expect(errorsOf(ruleWith('{ metric: residual_ma, op: >=, value: 300 }'))[0]).toMatch(/^local\.yaml: not valid YAML: .* — operators must be quoted in YAML: op: '>=' \(line 6\)$/);
     const tag = 'rules:\n  - id: t\n    type: t\n    severity: minor\n    scope: device\n    when:\n      metric: residual_ma\n      op: !=\n      value: 300\n';

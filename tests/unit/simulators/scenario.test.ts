@@ -140,6 +140,11 @@ describe('scenario schema errors name the field', () => {
     expect(issuesOf('period: 1s\nsteps: [{ at: 5s, device: A, send: {} }]\n').map((i) => i.path)).toEqual(['period']);
   });
 
+  it('a deeply nested or alias-bomb scenario is a YAML issue, not a crash (issue 8: bad input)', () => {
+    expect(issuesOf(`steps: ${'['.repeat(5_000)}`)).toEqual([{ file: 'bad.yaml', path: '', message: 'not valid YAML: nested deeper than 64 levels', line: 1 }]);
+    expect(issuesOf('a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: [*d, *d, *d, *d, *d, *d, *d, *d, *d]\n')[0]?.message).toMatch(/not valid YAML: .*alias/i);
+  });
+
   it('YAML syntax errors, with their line', () => {
     const [issue] = issuesOf('steps:\n  - { at: 1s, device: [ }\n');
     expect(issue?.message).toMatch(/not valid YAML/);
