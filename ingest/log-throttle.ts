@@ -14,7 +14,8 @@ export function createLogThrottle(clock: () => number, windowMs = 60_000, maxKey
     allow(key) {
       const now = clock();
       const e = seen.get(key);
-      if (e && now - e.at < windowMs) {
+      // (A wall clock stepped back, now < e.at, ends the window: not an hour of silence.)
+      if (e && now >= e.at && now - e.at < windowMs) {
         e.suppressed++;
         return { ok: false };
       }

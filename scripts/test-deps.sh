@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, what the integration and browser tests need and this machine
 # lacks (STYLE.md "Tests"): socat (pty pairs), Mosquitto (upstream broker), InfluxDB 1.6.7
-# (influxd), Chromium (dashboard tests) and a CJK font (DESIGN.md: without one Chinese renders as
-# empty boxes). Quiet when everything is present; one line per package it installs.
+# (influxd), Chromium (dashboard tests), a CJK font (DESIGN.md: without one Chinese renders as
+# empty boxes) and libfaketime (the clock-step test steps a gateway's wall clock). Quiet when
+# everything is present; one line per package it installs.
 #
 # The tests start their own brokers and databases on free ports: a system service that a package's
 # postinst would start (mosquitto on 1883, influxdb on 8086) is kept from starting and disabled.
@@ -18,7 +19,7 @@ dry_run=0
 for arg in "$@"; do
   case "$arg" in
     --dry-run) dry_run=1 ;;
-    -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "test-deps: unknown argument: $arg (usage: test-deps.sh [--dry-run])" >&2; exit 2 ;;
   esac
 done
@@ -42,6 +43,7 @@ has_cmd socat || missing+=(socat)
 has_cmd mosquitto || missing+=(mosquitto)
 has_cmd mosquitto_pub || missing+=(mosquitto-clients)
 has_cmd influxd || missing+=(influxdb)
+has_cmd faketime || missing+=(faketime)
 [ -x "$chromium_bin" ] || missing+=(chromium)
 has_cjk_font || missing+=(fonts-wqy-microhei)
 

@@ -35,8 +35,11 @@ export function createRateLimiter(limit: RateLimit, clock: () => number): RateLi
         b = { tokens: limit.burst, at: now };
         buckets.set(key, b);
       } else if (now > b.at) {
-        // A clock that goes backwards refills nothing rather than draining the bucket.
         b.tokens = Math.min(limit.burst, b.tokens + (now - b.at) * perMs);
+        b.at = now;
+      } else {
+        // A clock that goes backwards refills nothing rather than draining the bucket, and
+        // refilling goes on from the new time (not only once the clock is back where it was).
         b.at = now;
       }
       if (b.tokens >= 1) {

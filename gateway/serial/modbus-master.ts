@@ -17,7 +17,7 @@
 import type { Logger } from 'pino';
 import type { DeviceRecord } from '../../devices/device-record.js';
 import type { DeviceErrorCode, Result } from '../../devices/errors.js';
-import { commFaultReading, commRestoredReading } from '../../devices/modbus/comm-status.js';
+import { commFaultReading, commRestoredReading } from '../../devices/comm-status.js';
 import {
   encodeRequest,
   parseReadResponse,
@@ -410,7 +410,8 @@ export function createModbusMaster(deps: ModbusMasterDeps): ModbusMaster {
 
   async function attemptOnce(request: ModbusRequest, parse: Parse): Promise<AttemptResult> {
     // Modbus over serial line §2.5.1.1 wants 3.5 characters of silence between frames; SPEC §4.1 ≥ gapMs.
-    const wait = lastEndAt + gapMs - clock.now();
+    // At most gapMs: a wall clock stepped back (NTP) must not hold the bus for the step.
+    const wait = Math.min(lastEndAt + gapMs - clock.now(), gapMs);
     if (wait > 0) await sleep(wait);
     if (!running) return { kind: 'aborted', detail: 'master stopped' };
     if (bus.state !== 'open') return { kind: 'aborted', detail: 'bus down' };
@@ -559,8 +560,11 @@ export function createModbusMaster(deps: ModbusMasterDeps): ModbusMaster {
         await write(job);
         continue;
       }
-      const slot = nextDue();
       const now = clock.now();
+      // Nothing is legitimately due later than the longest backoff: a later time means the wall
+      // clock was stepped back (docs/SPEC-NOTES.md "Clock steps"); poll on from now.
+      for (const s of slots) if (s.dueAt > now + maxBackoffMs) s.dueAt = now + intervalMs;
+      const slot = nextDue();
       if (slot === undefined || slot.dueAt > now) {
         await pause(slot === undefined ? undefined : slot.dueAt - now);
         continue;

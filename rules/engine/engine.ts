@@ -32,6 +32,10 @@ import { DeadlineQueue } from './deadlines.js';
  * events) are written before onReading returns; rolling windows at most every
  * `flushIntervalMs`. Signals are handed to onSignal before the state that records them is
  * written, so a crash in between raises again (a folded repeat), never loses one.
+ *
+ * Time. The engine runs on engine time: wall time less the wall-clock steps (`clockSteps`), so
+ * that an NTP step neither fires every silentFor and `for` at once nor freezes them; the offset
+ * is saved with the state (docs/SPEC-NOTES.md "Clock steps").
  */
 
 // ---- public seams --------------------------------------------------------------------------
@@ -70,6 +74,12 @@ export interface RuleEngineDeps {
   readonly rules: readonly CompiledRule[];
   /** Gateway time in ms (injected everywhere: DESIGN.md). */
   readonly clock: () => number;
+  /**
+   * The wall-clock steps seen so far, summed (ms, positive forward: gateway/wall-clock.ts). The
+   * engine measures durations on `clock() - clockSteps()`, so that an NTP step neither fires
+   * every timer at once nor freezes them (docs/SPEC-NOTES.md "Clock steps"). Default: none.
+   */
+  readonly clockSteps?: () => number;
   readonly logger: RuleLogger;
   readonly deviceFor: (deviceId: string) => DeviceRecord | undefined;
   readonly modelHeartbeatMs: (model: string) => number;
@@ -228,9 +238,9 @@ interface RtRule {
 }
 
 interface Pass {
-  /** Engine time (monotonic). */
+  /** Engine time (monotonic): wall time less the clock steps. */
   readonly t: number;
-  /** The time signals carry: the reading's receivedAt, or the deadline. */
+  /** The wall time signals carry: the reading's receivedAt, or the deadline's wall equivalent. */
   readonly at: number;
   readonly seq?: number;
   readonly deviceId: string;
@@ -267,6 +277,8 @@ const RETRY_MIN_MS = 1_000;
 const RETRY_MAX_MS = 30_000;
 /** A count keeps at most this many entries per key (the newest): enough to decide atLeast. */
 const COUNT_CAP = 1_000;
+/** After a clock step, readings stamped before it may still arrive (commit latency) for this long. */
+const IN_FLIGHT_MS = 10_000;
 
 function compare(op: string, v: number, x: number): boolean {
   switch (op) {
@@ -478,8 +490,56 @@ export function createRuleEngine(deps: RuleEngineDeps): RuleEngine {
   const suppressLog = new Map<string, number>();
   let stamp = 0;
 
+  // ---- engine time: wall time less the clock steps (docs/SPEC-NOTES.md "Clock steps") -----
+  // Everything the engine keeps (timers, `for` starts, windows, last-seen) is in engine time;
+  // the offset from wall time is saved with the state, so that a restart goes on where it was.
+  // Signals carry wall time (incident timestamps are what people read).
+  const stepsOf = deps.clockSteps ?? (() => 0);
+  const stepsAtLoad = stepsOf();
+  /** Wall time minus engine time, as saved; the current one adds the steps since load. */
+  let savedSkew = 0;
+  let skew = 0;
+  let prevSkew = 0;
+  /** Engine time at which the last step was noticed. */
+  let stepNoticedAt: number | undefined;
+
+  /** The current offset; a change is a step (saved at once: the state is in engine time). */
+  function currentSkew(): number {
+    const k = savedSkew + stepsOf() - stepsAtLoad;
+    if (k !== skew) {
+      prevSkew = skew;
+      skew = k;
+      stepNoticedAt = deps.clock() - k;
+      metaDirty = true;
+      hard = true;
+      logger.warn({ stepMs: k - prevSkew }, 'rules: the wall clock stepped; timers keep to real elapsed time');
+    }
+    return k;
+  }
+
+  const engineNow = (): number => deps.clock() - currentSkew();
+
+  /**
+   * A reading's engine time and the wall time its signals carry. Right after a step a reading
+   * stamped before it may still come in: of the two timelines, the one that puts it nearer now
+   * is the one it was stamped on, and its signals carry the matching wall time on the new one.
+   */
+  function placeReading(receivedAt: number): { t: number; at: number } {
+    const k = currentSkew();
+    const t = receivedAt - k;
+    if (stepNoticedAt === undefined) return { t, at: receivedAt };
+    const now = deps.clock() - k;
+    if (now - stepNoticedAt > IN_FLIGHT_MS) return { t, at: receivedAt };
+    const before = receivedAt - prevSkew;
+    if (Math.abs(before - now) < Math.abs(t - now)) {
+      const placed = Math.min(before, now);
+      return { t: placed, at: placed + k };
+    }
+    return { t: Math.min(t, now), at: receivedAt };
+  }
+
   const counters = { readings: 0, duplicates: 0, evaluations: 0, raised: 0, cleared: 0, suppressed: 0, timersFired: 0 };
-  let rate = { at: deps.clock(), evaluations: 0, readings: 0 };
+  let rate = { at: 0, evaluations: 0, readings: 0 };
   let perSecond = { evaluations: 0, readings: 0 };
 
   const kInstance = (r: RtRule, key: string) => `${prefix}i:${r.rule.id}:${key}`;
@@ -491,11 +551,12 @@ export function createRuleEngine(deps: RuleEngineDeps): RuleEngine {
   // ---- loading saved state ----------------------------------------------------------------
 
   function loadSaved(): void {
-    const meta = state.get(kMeta) as { seq?: number; pending?: RuleSignal[] } | undefined;
+    const meta = state.get(kMeta) as { seq?: number; pending?: RuleSignal[]; k?: number } | undefined;
     if (meta) {
       restartWatermark = meta.seq ?? 0;
       lastSeq = savedSeq = restartWatermark;
       pending = Array.isArray(meta.pending) ? meta.pending : [];
+      if (typeof meta.k === 'number' && Number.isFinite(meta.k)) savedSkew = skew = prevSkew = meta.k;
     }
     for (const r of rules) {
       const saved = state.get(kIndex(r)) as { f?: string; k?: string[] } | undefined;
@@ -1031,7 +1092,7 @@ export function createRuleEngine(deps: RuleEngineDeps): RuleEngine {
         if (pl.type === 'for') {
           const inst = instanceFor(pl.rule, pl.instKey);
           const seenDev = seen.get(pl.deviceId);
-          const p: Pass = { t, at: due.deadline, deviceId: pl.deviceId, place: pl.place, kind: seenDev?.kind, timer: { tree: pl.tree, node: pl.node } };
+          const p: Pass = { t, at: due.deadline + skew, deviceId: pl.deviceId, place: pl.place, kind: seenDev?.kind, timer: { tree: pl.tree, node: pl.node } };
           evaluate(inst, p, { when: pl.tree === 'w', clear: pl.tree === 'c' });
         } else {
           const record = deps.deviceFor(pl.deviceId);
@@ -1039,7 +1100,7 @@ export function createRuleEngine(deps: RuleEngineDeps): RuleEngine {
           const seenDev = seen.get(pl.deviceId);
           const key = scopeKeyOf(pl.rule.rule.scope, pl.deviceId, record.place);
           const inst = instanceFor(pl.rule, key);
-          const p: Pass = { t, at: due.deadline, deviceId: pl.deviceId, place: record.place, kind: seenDev?.kind, timer: { tree: pl.tree, node: pl.node } };
+          const p: Pass = { t, at: due.deadline + skew, deviceId: pl.deviceId, place: record.place, kind: seenDev?.kind, timer: { tree: pl.tree, node: pl.node } };
           evaluate(inst, p, { when: pl.tree === 'w', clear: pl.tree === 'c' });
         }
       } catch (err) {
@@ -1093,7 +1154,7 @@ export function createRuleEngine(deps: RuleEngineDeps): RuleEngine {
   }
 
   function flush(): void {
-    const now = deps.clock();
+    const now = engineNow();
     try {
       transaction(() => {
         for (const inst of dirtyInstances) {
@@ -1121,7 +1182,7 @@ export function createRuleEngine(deps: RuleEngineDeps): RuleEngine {
         }
         for (const id of dirtyHistory) state.set(kHistory(id), history.get(id) ?? {});
         for (const id of dirtyEvents) state.set(kEvents(id), eventSeen.get(id) ?? {});
-        if (metaDirty || lastSeq !== savedSeq) state.set(kMeta, { seq: lastSeq, pending });
+        if (metaDirty || lastSeq !== savedSeq) state.set(kMeta, { seq: lastSeq, pending, ...(skew !== 0 ? { k: skew } : {}) });
       });
     } catch (err) {
       logger.error({ err }, 'rules: saving rule state failed; it stays in memory and is tried again');
@@ -1225,8 +1286,9 @@ export function createRuleEngine(deps: RuleEngineDeps): RuleEngine {
       recentRing[recentNext] = seq;
       recentNext = (recentNext + 1) % RECENT_SEQS;
     }
-    runDue(reading.receivedAt);
-    const t = Math.max(reading.receivedAt, lastT);
+    const placed = placeReading(reading.receivedAt);
+    runDue(placed.t);
+    const t = Math.max(placed.t, lastT);
     lastT = t;
     if (seq > lastSeq) lastSeq = seq;
     counters.readings++;
@@ -1247,7 +1309,7 @@ export function createRuleEngine(deps: RuleEngineDeps): RuleEngine {
     const drill = isDrill(deviceId, reading.place);
     const p: Pass = {
       t,
-      at: reading.receivedAt,
+      at: placed.at,
       seq,
       deviceId,
       place: reading.place,
@@ -1263,16 +1325,17 @@ export function createRuleEngine(deps: RuleEngineDeps): RuleEngine {
         logger.error({ err, ruleId: r.rule.id, deviceId, seq }, 'rules: evaluation failed');
       }
     }
-    deliver(deps.clock());
+    deliver(engineNow());
     if (hard) flush();
   }
 
-  function tick(now: number): void {
+  function tick(wallNow: number): void {
+    const now = wallNow - currentSkew();
     runDue(now);
     if (now > lastT) lastT = now;
     deliver(now);
     if (hard || (now - lastFlush >= flushIntervalMs && (dirtyInstances.size > 0 || dirtyHistory.size > 0 || dirtyEvents.size > 0 || metaDirty || lastSeq !== savedSeq))) flush();
-    const clockNow = deps.clock();
+    const clockNow = engineNow();
     if (clockNow - rate.at >= 1000) {
       const secs = (clockNow - rate.at) / 1000;
       perSecond = { evaluations: (counters.evaluations - rate.evaluations) / secs, readings: (counters.readings - rate.readings) / secs };
@@ -1281,12 +1344,15 @@ export function createRuleEngine(deps: RuleEngineDeps): RuleEngine {
   }
 
   function restore(devices: readonly DeviceLastSeen[]): void {
+    // Stored last-seen times are wall times. One stamped before a step that happened in the
+    // previous run is off by that step until the device reports again (docs/SPEC-NOTES.md).
+    const k = currentSkew();
     for (const dev of devices) {
       const record = deps.deviceFor(dev.deviceId);
       if (!record) continue;
       const model = dev.model ?? record.model;
       const kind = dev.kind ?? getModel(model)?.kind;
-      noteDevice(dev.deviceId, dev.lastSeen, kind, model);
+      noteDevice(dev.deviceId, dev.lastSeen - k, kind, model);
       for (const r of silentRules) {
         if (!matchesDevice(r, kind, model)) continue;
         const inst = r.instances.get(scopeKeyOf(r.rule.scope, dev.deviceId, record.place));
@@ -1303,13 +1369,14 @@ export function createRuleEngine(deps: RuleEngineDeps): RuleEngine {
         }
       }
     }
-    const now = deps.clock();
+    const now = engineNow();
     runDue(now);
     deliver(now);
     flush();
   }
 
   loadSaved();
+  rate = { at: engineNow(), evaluations: 0, readings: 0 };
 
   return {
     onReading,

@@ -29,7 +29,14 @@ export interface IncidentManagerLogger {
 
 /** Gateway time, injected (STYLE.md): escalation is tested without sleeping. */
 export interface IncidentClock {
+  /** Wall-clock ms: what incidents are stamped with. */
   now(): number;
+  /**
+   * The wall-clock steps seen so far, summed (ms, positive forward: gateway/wall-clock.ts). On a
+   * step the open incidents' deadlines move with it, so that escalation keeps to real elapsed
+   * time (docs/SPEC-NOTES.md "Clock steps"). Default: none.
+   */
+  steps?(): number;
 }
 
 /** Acknowledgement delay per severity, ms; `null`: never escalates (config `escalation`, SPEC §11). */
@@ -100,6 +107,9 @@ export function createIncidentManager(deps: IncidentManagerDeps): IncidentManage
   const byKey = new Map<string, string>();
   const idSeqs = new Map<string, number>();
   let started = false;
+  /** The clock steps accounted for so far, and the total when each active incident was opened or loaded. */
+  let steps = clock.steps?.() ?? 0;
+  const stepsAtOpen = new Map<string, number>();
 
   // Rooms and buildings are free text typed by installers ("王大爷家"): they and the scope key
   // built from them are redacted too. The redactor is deterministic, so the key of a signal and
@@ -124,8 +134,10 @@ export function createIncidentManager(deps: IncidentManagerDeps): IncidentManage
     if (isActiveStatus(inc.status)) {
       active.set(inc.id, inc);
       byKey.set(key, inc.id);
+      if (!stepsAtOpen.has(inc.id)) stepsAtOpen.set(inc.id, steps);
     } else {
       active.delete(inc.id);
+      stepsAtOpen.delete(inc.id);
       if (byKey.get(key) === inc.id) byKey.delete(key);
     }
   };
@@ -243,6 +255,30 @@ export function createIncidentManager(deps: IncidentManagerDeps): IncidentManage
     return next;
   };
 
+  /**
+   * A wall-clock step since the last call moves every open deadline by the step (a new version,
+   * persisted and sent upstream: the deadline in wall time is what the city reads), so that an
+   * incident escalates after the real delay, neither at once (forward) nor an hour late (back).
+   */
+  const followSteps = (): void => {
+    const total = clock.steps?.() ?? 0;
+    if (total === steps) return;
+    const step = total - steps;
+    const now = clock.now();
+    const note = `the gateway clock stepped ${step > 0 ? '+' : ''}${Math.round(step / 1000)} s; deadline moved with it`;
+    const changes = [...active.values()]
+      .filter((i) => i.status === 'open' && i.ackDeadline !== null)
+      .map((inc) => {
+        const e = entry(now, 'repeated', SYSTEM, note);
+        // Not a timeline entry (nothing happened to the incident); the version carries the deadline.
+        return { incident: changed(inc, { ackDeadline: Math.max(0, (inc.ackDeadline as number) + step) }, undefined, now), change: e };
+      });
+    // A failed commit throws before the step is taken as done: the caller (tick, onSignal) retries.
+    commit(changes);
+    steps = total;
+    logger.warn({ stepMs: step, moved: changes.length }, 'incidents: the wall clock stepped; open deadlines moved with it');
+  };
+
   const escalate = (now: number, atStart: boolean): Incident[] => {
     const due = [...active.values()]
       .filter((i) => i.status === 'open' && i.ackDeadline !== null && i.ackDeadline <= now)
@@ -287,6 +323,7 @@ export function createIncidentManager(deps: IncidentManagerDeps): IncidentManage
 
     onSignal(signal) {
       assertStarted();
+      followSteps();
       if (signal.kind === 'clear') return clear(signal);
       const id = byKey.get(keyOf(signal.ruleId, scopeKeyOf(signal.scopeKey)));
       const current = id === undefined ? undefined : active.get(id);
@@ -299,6 +336,7 @@ export function createIncidentManager(deps: IncidentManagerDeps): IncidentManage
       if (!inc) throw new IncidentError('INC_ERR_NOT_FOUND', id);
       const rule = TRANSITIONS[action];
       if (!rule.from.includes(inc.status)) throw new IncidentError('INC_ERR_TRANSITION', `${action} on a ${inc.status} incident (${id}); allowed from ${rule.from.join(', ')}`);
+      followSteps();
       const now = clock.now();
       const e = entry(now, ACTION_TO_TIMELINE[action], actor, note);
       const next = changed(inc, { status: rule.to, ackDeadline: null }, e, now);
@@ -309,12 +347,15 @@ export function createIncidentManager(deps: IncidentManagerDeps): IncidentManage
 
     cancelFromDevice(deviceId, at) {
       assertStarted();
+      followSteps();
       const actor = `device:${deviceId}`;
       const changes: { incident: Incident; change: IncidentChange }[] = [];
       for (const inc of active.values()) {
         if (!DEVICE_CANCELLABLE_TYPES.includes(inc.type) || !inc.deviceIds.includes(deviceId)) continue;
-        if (at - inc.openedAt > cancelWindow) {
-          logger.info({ incident: inc.id, device: deviceId, ageMs: at - inc.openedAt }, 'pager cancel ignored: the SOS is older than the cancel window');
+        // Real elapsed time: the wall time between less the clock steps since the SOS opened.
+        const ageMs = at - inc.openedAt - (steps - (stepsAtOpen.get(inc.id) ?? steps));
+        if (ageMs > cancelWindow) {
+          logger.info({ incident: inc.id, device: deviceId, ageMs }, 'pager cancel ignored: the SOS is older than the cancel window');
           continue;
         }
         if (inc.status === 'open') {
@@ -331,9 +372,10 @@ export function createIncidentManager(deps: IncidentManagerDeps): IncidentManage
       return changes.map((c) => c.incident);
     },
 
-    tick(now = clock.now()) {
+    tick(now) {
       assertStarted();
-      return escalate(now, false);
+      followSteps();
+      return escalate(now ?? clock.now(), false);
     },
 
     nextDeadline() {

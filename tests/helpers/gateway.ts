@@ -219,10 +219,12 @@ export interface GatewayProcess {
 const STARTED = /^gridedge \S+: MQTT on [^\s,]+:(\d+),/;
 
 /** `node bin/gridedge.js start -c <site>/gridedge.yaml`; resolves once it says where MQTT listens. Needs `npm run build`. */
-export async function spawnGateway(site: GatewaySite, opts: { logLevel?: string; startTimeoutMs?: number; nodeArgs?: readonly string[] } = {}): Promise<GatewayProcess> {
+export async function spawnGateway(site: GatewaySite, opts: { logLevel?: string; startTimeoutMs?: number; nodeArgs?: readonly string[]; env?: NodeJS.ProcessEnv } = {}): Promise<GatewayProcess> {
   const proc = await spawnProcess(process.execPath, [...(opts.nodeArgs ?? []), join(ROOT, 'bin/gridedge.js'), 'start', '-c', site.configPath, '--log-level', opts.logLevel ?? 'warn'], {
     name: 'gridedge',
     cwd: site.dir,
+    // Added to this process's environment (e.g. LD_PRELOAD of libfaketime).
+    ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}),
   });
   let line: string;
   try {
