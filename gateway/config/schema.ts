@@ -312,6 +312,12 @@ export const GatewayConfigSchema = z
     devices: z.union([filePath(), z.array(InlineDeviceSchema)], { error: 'devices is a CSV file path or a list of device rows' }),
     sinks: z.array(SinkSchema).prefault([{ type: 'embedded' }]),
     outbox: z.strictObject({ maxBytes: byteSize(1024 ** 2, 1024 ** 4).default(512 * 1024 ** 2) }).prefault({}),
+    /**
+     * The local store. `reserveBytes`: a reserve file kept in the data directory and deleted when
+     * the disk fills, so that alarms, rule state and incidents can still be committed while
+     * telemetry is refused (docs/SPEC-NOTES.md "Disk full"); 0 keeps none. Up to 1 GiB.
+     */
+    store: z.strictObject({ reserveBytes: byteSize(0, 1024 ** 3).default(16 * 1024 ** 2) }).prefault({}),
     uplink: UplinkSchema.optional(),
     /** `builtin` is the shipped rule pack; other entries are YAML files. */
     rules: z.array(text(1024)).default(['builtin']),

@@ -1,6 +1,7 @@
 import type { DeviceRecord } from '../../devices/device-record.js';
 import { ReadingSchema, isAlarmReading, type Reading, type ReadingDraft } from '../../devices/reading.js';
 import { createLogThrottle } from '../log-throttle.js';
+import { isStoreError } from '../store/errors.js';
 import { isResendOf } from './resend.js';
 import type { MqttUplink, Pipeline, PipelineDeps, RejectSource } from './types.js';
 
@@ -101,6 +102,9 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         const last = durable.get(device.id);
         if (last) previous.set(device.id, last);
         else previous.delete(device.id);
+        // Disk full: plain telemetry is dropped (counted by the store) and acknowledged, so that the
+        // device's connection, and an SOS queued behind it, stay up (docs/SPEC-NOTES.md "Disk full").
+        if (isStoreError(err, 'STORE_ERR_FULL')) return;
         throw err;
       },
     );

@@ -10,6 +10,7 @@ export const STORE_ERRORS = {
   STORE_ERR_CLOSED: 'the store is closed',
   STORE_ERR_UNKNOWN_CONSUMER: 'no consumer of that name is registered',
   STORE_ERR_CURSOR: 'a consumer acknowledged a sequence number that was never committed',
+  STORE_ERR_FULL: 'the data directory is full: plain telemetry is not stored until space is free again (alarms and state changes are)',
 } as const;
 
 export type StoreErrorCode = keyof typeof STORE_ERRORS;

@@ -40,6 +40,13 @@ export interface Store {
   append(reading: Reading): Promise<number>;
   /** `append` for many; resolves with their seqs in order once all are committed. */
   appendMany(readings: readonly Reading[]): Promise<number[]>;
+  /**
+   * Disk-full mode (SPEC-NOTES "Disk full"): while on, `append` rejects plain telemetry (no event
+   * but `heartbeat`) at once with `STORE_ERR_FULL` — the pipeline drops it — and dead letters are
+   * not kept. Readings with any other event (alarms, and state edges such as leakage, fire_clear,
+   * cancel) are stored as always. Counted in `stats()`.
+   */
+  refuseTelemetry(on: boolean): void;
   /** Commits whatever is queued now (shutdown, tests). */
   flush(): void;
   /**
@@ -124,7 +131,8 @@ export function openStore(options: OpenStoreOptions): Store {
 
     const initial = readings.totals();
     const totals = { rows: initial.rows, bytes: initial.bytes, lastSeq: readings.lastSeq() };
-    const counters = { commitBatches: 0, committedRows: 0, failedBatches: 0, lastCommitMs: 0, lastBatchRows: 0, prunedForSpace: 0 };
+    const counters = { commitBatches: 0, committedRows: 0, failedBatches: 0, lastCommitMs: 0, lastBatchRows: 0, prunedForSpace: 0, refusedTelemetry: 0, refusedDeadLetters: 0 };
+    let refusing = false;
     const listeners = new Map<CommitListener, string>();
     let closed = false;
     let lastErrorLogAt = -Infinity;
@@ -195,14 +203,26 @@ export function openStore(options: OpenStoreOptions): Store {
 
     function commit(items: readonly Item[]): readonly (number | undefined)[] {
       const started = performance.now();
-      for (let attempt = 0; ; attempt++) {
+      let released = false;
+      let madeRoom = false;
+      for (;;) {
         let r: ReturnType<typeof runBatch>;
         try {
           r = runBatch.immediate(items);
         } catch (err) {
-          // The transaction rolled back as a whole: one retry, when deleting telemetry can make
-          // room (an SOS must not be refused because the disk filled with temperatures).
-          if (attempt === 0 && sqliteCode(err) === 'SQLITE_FULL' && makeRoom(Math.max(1000, 2 * items.length))) continue;
+          // The transaction rolled back as a whole, so it may be tried again: once after the disk
+          // guard released its reserve file, once after deleting telemetry made room (an SOS must
+          // not be refused because the disk filled with temperatures).
+          if (sqliteCode(err) === 'SQLITE_FULL') {
+            if (!released) {
+              released = true;
+              if (options.onFull?.() === true) continue;
+            }
+            if (!madeRoom) {
+              madeRoom = true;
+              if (makeRoom(Math.max(1000, 2 * items.length))) continue;
+            }
+          }
           counters.failedBatches++;
           failuresSinceLog++;
           const now = clock();
@@ -263,14 +283,28 @@ export function openStore(options: OpenStoreOptions): Store {
       outbox.acked(consumer, c.cursor, seq, oldMin);
     }
 
+    function add(reading: Reading): Promise<number> {
+      const alarm = isAlarmReading(reading);
+      if (refusing && isPlainTelemetry(reading)) {
+        counters.refusedTelemetry++;
+        return Promise.reject(new StoreError('STORE_ERR_FULL', reading.deviceId));
+      }
+      return batcher.add({ type: 'reading', reading, alarm }) as Promise<number>;
+    }
+
     const store: Store = {
       append(reading) {
         if (closed) return Promise.reject(new StoreError('STORE_ERR_CLOSED'));
-        return batcher.add({ type: 'reading', reading, alarm: isAlarmReading(reading) }) as Promise<number>;
+        return add(reading);
       },
       appendMany(list) {
         if (closed) return Promise.reject(new StoreError('STORE_ERR_CLOSED'));
-        return Promise.all(list.map((reading) => batcher.add({ type: 'reading', reading, alarm: isAlarmReading(reading) }) as Promise<number>));
+        return Promise.all(list.map(add));
+      },
+      refuseTelemetry(on) {
+        if (on === refusing) return;
+        refusing = on;
+        logger.warn({ refusedTelemetry: counters.refusedTelemetry }, on ? 'store: disk full; telemetry refused, alarms still stored' : 'store: telemetry accepted again');
       },
       flush() {
         if (!closed) batcher.flush();
@@ -362,6 +396,11 @@ export function openStore(options: OpenStoreOptions): Store {
           logger.warn({ source: letter.source, reason: letter.reason }, 'store: dead letter after close; not kept');
           return;
         }
+        // Disk full: the space left is for alarms. The rejection itself is still counted by its source.
+        if (refusing) {
+          counters.refusedDeadLetters++;
+          return;
+        }
         batcher.addDetached({ type: 'dead', letter: { ...letter, at: clock() } }, (err) => {
           logger.error({ err, source: letter.source, reason: letter.reason }, 'store: dead letter not stored');
         });
@@ -416,6 +455,9 @@ export function openStore(options: OpenStoreOptions): Store {
           pending,
           droppedTelemetry: outbox.droppedTelemetry,
           prunedForSpace: counters.prunedForSpace,
+          telemetryRefused: refusing,
+          refusedTelemetry: counters.refusedTelemetry,
+          refusedDeadLetters: counters.refusedDeadLetters,
           commitBatches: counters.commitBatches,
           committedRows: counters.committedRows,
           failedBatches: counters.failedBatches,
@@ -440,6 +482,11 @@ export function openStore(options: OpenStoreOptions): Store {
     };
     return store;
   }
+}
+
+/** What disk-full mode refuses: a reading that changes nothing but metrics and last-seen. */
+function isPlainTelemetry(reading: Reading): boolean {
+  return reading.events.every((e) => e === 'heartbeat');
 }
 
 function clampLimit(limit: number): number {

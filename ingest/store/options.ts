@@ -41,6 +41,13 @@ export interface OpenStoreOptions extends z.input<typeof StoreTuningSchema> {
   /** Milliseconds since the epoch; injected so that retention and ages are testable. */
   readonly clock: () => number;
   readonly logger: StoreLogger;
+  /**
+   * Called synchronously, inside the commit, when a write fails with SQLITE_FULL (the gateway's
+   * disk guard: SPEC-NOTES "Disk full"). Returns true when it freed space there and then (it
+   * released its reserve file): the batch is tried again at once, so the alarm that hit the full
+   * disk is stored rather than refused.
+   */
+  readonly onFull?: () => boolean;
 }
 
 export function parseTuning(options: OpenStoreOptions): StoreTuning {
@@ -52,7 +59,8 @@ export function parseTuning(options: OpenStoreOptions): StoreTuning {
   if (typeof logger?.info !== 'function' || typeof logger.warn !== 'function' || typeof logger.error !== 'function') {
     throw new StoreError('STORE_ERR_CONFIG', 'logger must have info, warn and error methods (a pino logger)');
   }
-  const { path: _p, clock: _c, logger: _l, ...tuning } = options;
+  if (options.onFull !== undefined && typeof options.onFull !== 'function') throw new StoreError('STORE_ERR_CONFIG', 'onFull must be a function');
+  const { path: _p, clock: _c, logger: _l, onFull: _f, ...tuning } = options;
   const parsed = StoreTuningSchema.safeParse(tuning);
   if (!parsed.success) throw new StoreError('STORE_ERR_CONFIG', z.prettifyError(parsed.error));
   return Object.freeze(parsed.data);

@@ -112,6 +112,12 @@ export interface StoreStats {
   readonly droppedTelemetry: number;
   /** Delivered history deleted since open to make room when the database was full. */
   readonly prunedForSpace: number;
+  /** Disk-full mode is on (`refuseTelemetry`): plain telemetry is refused, alarms and state changes are stored. */
+  readonly telemetryRefused: boolean;
+  /** Plain telemetry refused since open in disk-full mode (not stored; the pipeline drops it). */
+  readonly refusedTelemetry: number;
+  /** Dead letters not kept since open in disk-full mode. */
+  readonly refusedDeadLetters: number;
   readonly commitBatches: number;
   readonly committedRows: number;
   readonly failedBatches: number;
