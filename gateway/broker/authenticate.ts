@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { AuthCache } from './auth-cache.js';
+import type { AuthThrottle } from './auth-throttle.js';
 import type { RefusalReason } from './counters.js';
 import { CONNACK } from './errors.js';
 import type { DeviceDirectory, OperatorCredentials } from './types.js';
@@ -13,9 +14,12 @@ export interface AuthenticatorDeps {
   isMqttModel(modelId: string): boolean;
   readonly operators: readonly OperatorCredentials[];
   readonly cache: AuthCache;
+  /** Credential brute force (auth-throttle.ts); omitted: none. */
+  readonly throttle?: AuthThrottle;
 }
 
-export type Authenticator = (clientId: string, username: string | undefined, password: Buffer | undefined) => Promise<AuthOutcome>;
+/** `ip`: the client's address, for the per-IP lockout (undefined: not tracked). */
+export type Authenticator = (clientId: string, username: string | undefined, password: Buffer | undefined, ip?: string) => Promise<AuthOutcome>;
 
 const sha256 = (b: Buffer | string): Buffer => createHash('sha256').update(b).digest();
 
@@ -30,7 +34,19 @@ export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
   const refuse = (returnCode: 3 | 4 | 5, reason: RefusalReason, err?: unknown): AuthOutcome =>
     err === undefined ? { ok: false, returnCode, reason } : { ok: false, returnCode, reason, err };
 
-  return async (clientId, username, password) => {
+  const throttle = deps.throttle;
+  return async (clientId, username, password, ip) => {
+    // A locked-out address is refused unread: no lookup, no scrypt (SPEC-NOTES "Credential brute force").
+    if (ip !== undefined && throttle?.ipLocked(ip)) return { ok: false, returnCode: CONNACK.NOT_AUTHORIZED, reason: 'auth_ip_locked' };
+    const outcome = await check(clientId, username, password);
+    if (!outcome.ok && outcome.reason !== 'auth_error') {
+      const wrongSecret = outcome.reason === 'auth_bad_secret' && username !== undefined && deps.devices.get(username) !== undefined;
+      throttle?.failed(ip, wrongSecret ? username : undefined);
+    }
+    return outcome;
+  };
+
+  async function check(clientId: string, username: string | undefined, password: Buffer | undefined): Promise<AuthOutcome> {
     if (username === undefined || username === '') return refuse(CONNACK.NOT_AUTHORIZED, 'auth_unknown_device');
 
     const operator = operators.get(username);
@@ -50,6 +66,8 @@ export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
     if (!password || password.length === 0) return refuse(CONNACK.BAD_USERNAME_OR_PASSWORD, 'auth_bad_secret');
 
     if (deps.cache.check(device.id, hash, password)) return { ok: true, role: 'device', cached: true };
+    // After the cache: a device that connected before is never slowed by an attack on its id.
+    if (throttle && !throttle.mayVerify(device.id)) return refuse(CONNACK.NOT_AUTHORIZED, 'auth_device_throttled');
     let verified: boolean;
     try {
       verified = await deps.devices.verify(device.id, password.toString('utf8'));
@@ -61,5 +79,5 @@ export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
     // meanwhile, the entry simply never matches.
     deps.cache.remember(device.id, hash, password);
     return { ok: true, role: 'device', cached: false };
-  };
+  }
 }

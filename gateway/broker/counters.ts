@@ -17,6 +17,10 @@ export const REFUSAL_REASONS = [
   'auth_operator_bad_password',
   /** CONNACK 5: an operator using a registered device's id as its client id (it would take the device's session over). */
   'auth_operator_client_id',
+  /** CONNACK 5: the client's address is locked out after too many failed CONNECTs (auth-throttle.ts); nothing was checked. */
+  'auth_ip_locked',
+  /** CONNACK 5: the device id is rate-limited after wrong secrets and its verification slot was taken; no scrypt ran. */
+  'auth_device_throttled',
   /** CONNACK 3: verifying the secret failed (not a wrong secret: an internal error). */
   'auth_error',
   /** A PUBLISH outside the client's ACL: dropped, the connection stays. */

@@ -4,6 +4,7 @@ import { deviceTopics } from '../../devices/topics.js';
 import { deviceMaySubscribe, devicePublishTarget, operatorMayReceive, operatorMaySubscribe, parseStatus } from './acl.js';
 import { createPacketSizeGuard, installHandledShortCircuit, isWillOf } from './aedes-seams.js';
 import { createAuthCache } from './auth-cache.js';
+import { createAuthThrottle, type ThrottleEvent } from './auth-throttle.js';
 import { createAuthenticator } from './authenticate.js';
 import { createCounters, type RefusalReason } from './counters.js';
 import { BrokerError } from './errors.js';
@@ -47,11 +48,17 @@ export function createDeviceBroker(deps: DeviceBrokerDeps): DeviceBroker {
   const counters = createCounters();
   const limiter = createRateLimiter(deps.rateLimit ?? DEFAULT_RATE, clock);
   const throttle = createLogThrottle(clock);
+  // Logged once per lockout; never the credentials (SPEC-NOTES "Credential brute force").
+  const authThrottle = createAuthThrottle(deps.authThrottle ?? {}, clock, (e: ThrottleEvent) => {
+    if (e.scope === 'ip') log.warn({ ip: e.ip, failures: e.failures, lockoutMs: e.lockoutMs }, 'client address locked out after failed CONNECTs');
+    else log.warn({ deviceId: e.deviceId, failures: e.failures, verifyIntervalMs: e.verifyIntervalMs }, 'wrong secrets for this device id: its verifications are rate-limited');
+  });
   const authenticate = createAuthenticator({
     devices: deps.devices,
     isMqttModel: (m) => deps.isMqttModel(m),
     operators: deps.operators,
     cache: createAuthCache(),
+    throttle: authThrottle,
   });
   const presence = createPresenceTracker<Client>((deviceId, online, at, reason) => {
     // Bulkhead: a throwing consumer must not break the broker's close path.
@@ -65,6 +72,8 @@ export function createDeviceBroker(deps: DeviceBrokerDeps): DeviceBroker {
   const operatorClients = new WeakSet<Client>();
   const deviceClients = new WeakSet<Client>();
   const readyClients = new WeakSet<Client>();
+  /** Refused at CONNECT: counted and logged there; aedes' clientError for them would log each twice. */
+  const refusedClients = new WeakSet<Client>();
   const sockets = new Set<Socket>();
   let connected = 0;
   /** Ready operator clients: the readers of the local republish. */
@@ -108,7 +117,9 @@ export function createDeviceBroker(deps: DeviceBrokerDeps): DeviceBroker {
     password: Buffer | undefined,
     done: (err: AuthenticateError | null, ok: boolean | null) => void,
   ): void {
-    authenticate(client.id, username, password).then(
+    // Our listeners hand aedes net/tls sockets; a TLS socket's address is its TCP peer's.
+    const ip = (client.conn as Partial<Socket>).remoteAddress;
+    authenticate(client.id, username, password, ip).then(
       (outcome) => {
         if (outcome.ok) {
           if (outcome.role === 'operator') {
@@ -121,7 +132,11 @@ export function createDeviceBroker(deps: DeviceBrokerDeps): DeviceBroker {
           done(null, true);
           return;
         }
-        refuse(outcome.reason, username ?? '', outcome.err === undefined ? {} : { err: outcome.err });
+        // A locked-out address was logged once when the lockout began; a line per attempt (keyed by
+        // whatever username it sends) would let it flood the log instead.
+        refusedClients.add(client);
+        if (outcome.reason === 'auth_ip_locked') counters.refuse(outcome.reason);
+        else refuse(outcome.reason, username ?? '', outcome.err === undefined ? {} : { err: outcome.err });
         const err = Object.assign(new Error(outcome.reason), { returnCode: outcome.returnCode }) as unknown as AuthenticateError;
         done(err, false);
       },
@@ -210,7 +225,7 @@ export function createDeviceBroker(deps: DeviceBrokerDeps): DeviceBroker {
       counters.accept('up_qos0');
       callHandler(msg).catch((err: unknown) => {
         counters.refuse('handler_error');
-        const t = throttle.allow(`handler_error\0${id}`);
+        const t = throttle.allow(`handler_error_qos0\0${id}`);
         if (t.ok) log.error({ err, deviceId: id, qos: 0 }, 'onDeviceMessage failed (QoS 0, best effort: lost)');
       });
       done(null);
@@ -228,7 +243,9 @@ export function createDeviceBroker(deps: DeviceBrokerDeps): DeviceBroker {
       },
       (err: unknown) => {
         counters.refuse('handler_error');
-        log.error({ err, deviceId: id, qos: packet.qos }, 'onDeviceMessage failed: not acknowledged, closing the connection so that the device resends');
+        // Throttled: a store that cannot commit fails every message of every device.
+        const t = throttle.allow(`handler_error\0${id}`);
+        if (t.ok) log.error({ err, deviceId: id, qos: packet.qos }, 'onDeviceMessage failed: not acknowledged, closing the connection so that the device resends');
         done(err instanceof Error ? err : new Error(String(err)));
       },
     );
@@ -287,6 +304,7 @@ export function createDeviceBroker(deps: DeviceBrokerDeps): DeviceBroker {
     });
     broker.on('clientDisconnect', sessionEnded);
     broker.on('clientError', (client, err) => {
+      if (refusedClients.has(client)) return;
       const t = throttle.allow(`client_error\0${client.id}`);
       if (t.ok) log.info({ id: client.id, err: err.message }, 'client connection closed on error');
     });
@@ -390,7 +408,7 @@ export function createDeviceBroker(deps: DeviceBrokerDeps): DeviceBroker {
     },
 
     stats() {
-      return counters.snapshot(connected);
+      return { ...counters.snapshot(connected), authThrottle: authThrottle.stats() };
     },
 
     clients() {

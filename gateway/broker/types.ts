@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { DeviceRecord } from '../../devices/device-record.js';
+import type { AuthThrottleOptions, AuthThrottleStats } from './auth-throttle.js';
 import type { BrokerStats } from './counters.js';
 
 /** The two things the broker asks of the device registry (SPEC §3, §11). */
@@ -67,6 +68,8 @@ export interface DeviceBrokerDeps {
   onPresence(deviceId: string, online: boolean, at: number, reason: PresenceReason): void;
   readonly logger: Logger;
   readonly clock?: () => number;
+  /** Credential brute-force limits (auth-throttle.ts); default AUTH_THROTTLE_DEFAULTS. */
+  readonly authThrottle?: AuthThrottleOptions | undefined;
 }
 
 export interface PublishLocalOptions {
@@ -82,7 +85,7 @@ export interface DeviceBroker {
   publishDown(deviceId: string, payload: Buffer): Promise<void>;
   /** A message for local operator tools (`gridedge/readings/…`, `gridedge/incidents/…`). */
   publishLocal(topic: string, payload: Buffer | string, opts?: PublishLocalOptions): Promise<void>;
-  stats(): BrokerStats;
+  stats(): BrokerStats & { readonly authThrottle: AuthThrottleStats };
   /**
    * An operator client is connected. The local republish is QoS 0 and never retained, so with no
    * operator connected nobody could receive it: the gateway skips serialising it (issue 7 profile).
