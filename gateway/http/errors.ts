@@ -9,6 +9,7 @@ export const HTTP_ERRORS = {
   HTTP_ERR_BAD_REQUEST: { status: 400, message: 'invalid request' },
   HTTP_ERR_CONFLICT: { status: 409, message: 'the request conflicts with the resource’s current state' },
   HTTP_ERR_TOO_LARGE: { status: 413, message: 'the request body is too large' },
+  HTTP_ERR_MEDIA_TYPE: { status: 415, message: 'a request body must be application/json (UTF-8)' },
   HTTP_ERR_METHOD: { status: 405, message: 'method not allowed on this path' },
   /** A bug: the details are logged, never sent. */
   HTTP_ERR_INTERNAL: { status: 500, message: 'internal error' },

@@ -3,6 +3,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { authenticate, canSeeGrid, metricsAllowed, type HttpUser } from './auth.js';
+import { readJsonBody } from './body.js';
 import { errorBody, HttpError } from './errors.js';
 import { createRouter, type Route, type RouteContext } from './router.js';
 import { deviceRoutes, type DeviceApiDeps } from './routes/devices.js';
@@ -70,39 +71,6 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
   res.writeHead(status, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text) });
   res.end(text);
-}
-
-function readBody(req: IncomingMessage, limit: number): Promise<unknown> {
-  const declared = Number(req.headers['content-length']);
-  if (Number.isFinite(declared) && declared > limit) return Promise.reject(new HttpError('HTTP_ERR_TOO_LARGE'));
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let failed = false;
-    req.on('data', (chunk: Buffer) => {
-      if (failed) return;
-      size += chunk.length;
-      if (size > limit) {
-        failed = true;
-        reject(new HttpError('HTTP_ERR_TOO_LARGE'));
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on('error', (err) => {
-      if (!failed) reject(err);
-    });
-    req.on('end', () => {
-      if (failed) return;
-      const text = Buffer.concat(chunks).toString('utf8');
-      if (text.trim() === '') return resolve({});
-      try {
-        resolve(JSON.parse(text));
-      } catch {
-        reject(new HttpError('HTTP_ERR_BAD_REQUEST', 'body: not JSON', 'body'));
-      }
-    });
-  });
 }
 
 /**
@@ -179,7 +147,7 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
     } else if (route.auth === 'metrics' && !metricsAllowed(req.headers.authorization, deps.metricsTokenHash)) {
       throw new HttpError('HTTP_ERR_UNAUTHORIZED');
     }
-    const ctx: RouteContext = { req, res, params, query, user, body: () => readBody(req, MAX_BODY_BYTES) };
+    const ctx: RouteContext = { req, res, params, query, user, body: () => readJsonBody(req, MAX_BODY_BYTES) };
     const reply = await route.handle(ctx);
     if (reply) sendJson(res, reply.status ?? 200, reply.body);
   }

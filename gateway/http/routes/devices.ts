@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import { MODELS } from '../../../devices/catalogue.js';
 import type { DeviceRecord } from '../../../devices/device-record.js';
 import type { Reading } from '../../../devices/reading.js';
@@ -6,7 +7,7 @@ import { DownlinkError, type Downlink } from '../../downlink.js';
 import type { DeviceRegistry } from '../../registry/registry.js';
 import { canSeeGrid, canSeeResident, seesAllGrids, type HttpUser } from '../auth.js';
 import { HttpError } from '../errors.js';
-import type { Route } from '../router.js';
+import { validate, type Route } from '../router.js';
 
 export interface DeviceApiDeps {
   readonly registry: Pick<DeviceRegistry, 'get' | 'list'>;
@@ -17,6 +18,8 @@ export interface DeviceApiDeps {
 }
 
 const FALLBACK_HEARTBEAT_MS = 3_600_000;
+
+const CommandBodySchema = z.strictObject({});
 
 export interface DeviceView {
   id: string;
@@ -74,8 +77,10 @@ export function deviceRoutes(deps: DeviceApiDeps): Route[] {
     method: 'POST',
     path: `/api/devices/:id/${cmd}`,
     auth: 'user',
-    async handle({ user, params }) {
+    async handle({ user, params, body }) {
       const device = visibleDevice(registry, need(user), params.id ?? '');
+      // No options yet: a body, if any, is an empty JSON object (so that garbage is a 400, not ignored).
+      validate(CommandBodySchema, await body());
       try {
         await downlink.send(device.id, { cmd });
       } catch (err) {
