@@ -39,11 +39,8 @@ export const start: Command = {
     const registrySource = typeof config.devices === 'string' ? { file: config.devices, load } : undefined;
     const gateway = createGateway({ config, registry: loaded.registry, logger, ...(registrySource ? { registrySource } : {}) });
     await gateway.start();
-    io.stdout(
-      `gridedge ${config.gateway.id}: MQTT on ${config.mqtt.listen.host}:${gateway.broker.ports().tcp}, HTTP on ${config.http.host}:${gateway.httpPort()}, ${loaded.registry.size} devices, data in ${display(config.gateway.dataDir)}\n`,
-    );
-
-    await new Promise<void>((resolve) => {
+    // The handlers go in before the start line: a supervisor may signal as soon as it reads it.
+    const stopRequested = new Promise<void>((resolve) => {
       const stop = (signal: NodeJS.Signals) => {
         logger.info({ signal }, 'stopping');
         process.off('SIGINT', stop);
@@ -53,6 +50,11 @@ export const start: Command = {
       process.on('SIGINT', stop);
       process.on('SIGTERM', stop);
     });
+    io.stdout(
+      `gridedge ${config.gateway.id}: MQTT on ${config.mqtt.listen.host}:${gateway.broker.ports().tcp}, HTTP on ${config.http.host}:${gateway.httpPort()}, ${loaded.registry.size} devices, data in ${display(config.gateway.dataDir)}\n`,
+    );
+
+    await stopRequested;
     await gateway.stop();
     return EXIT.OK;
   },
