@@ -65,7 +65,8 @@ export const VOCABULARY: Readonly<Record<Kind, KindVocabulary>> = {
   },
   pager: {
     metrics: ['battery_pct', 'rssi_dbm'],
-    states: ['battery_low'],
+    // comm_fault: the RF bridge that hears the pager is down (SPEC §4; docs/SPEC-NOTES.md).
+    states: ['battery_low', 'comm_fault'],
     events: [
       'sos',
       'service_call',
@@ -78,6 +79,8 @@ export const VOCABULARY: Readonly<Record<Kind, KindVocabulary>> = {
       'tamper',
       'test',
       'heartbeat',
+      'comm_fault',
+      'comm_restored',
     ],
   },
 };

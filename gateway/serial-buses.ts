@@ -81,6 +81,7 @@ export function createSerialBuses(deps: SerialBusesDeps): SerialBuses {
     const reader = createRfReader({
       bus,
       resolve: (rf) => registry.byRf(cfg.id, rf),
+      devices: () => registry.list().filter((d) => d.bus === cfg.id && d.model === model.id),
       model,
       previousState: (id) => pipeline.previousState(id),
       clock,

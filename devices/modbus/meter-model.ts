@@ -7,12 +7,12 @@ import { ok, type Result } from '../errors.js';
 import type { EncodeSample, ModbusContext, ModbusModel, Produces } from '../model.js';
 import type { ReadingDraft } from '../reading.js';
 import { VOCABULARY } from '../vocabulary.js';
+import { COMM_FAULT, COMM_RESTORED } from '../comm-status.js';
 import { parseReadResponse } from './frames.js';
 import { decodeRegisters, encodeRegisters, mapFlags, mapMetrics, type RegisterMap } from './register-map.js';
 
 /** Set by the master, never by a meter: a decoded reading always says the meter answered (SPEC §4.1). */
-export const COMM_FAULT = 'comm_fault';
-export const COMM_RESTORED = 'comm_restored';
+export { COMM_FAULT, COMM_RESTORED };
 
 export interface MeterDefinition {
   readonly id: string;

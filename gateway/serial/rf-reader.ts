@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import type { DeviceRecord } from '../../devices/device-record.js';
 import type { DeviceState, RfModel, RfPress } from '../../devices/model.js';
 import type { ReadingDraft } from '../../devices/reading.js';
+import { COMM_FAULT, commFaultReading, commRestoredReading } from '../../devices/comm-status.js';
 import { createRfReceiver } from '../../devices/rf/receiver.js';
 import type { SerialBus, SerialClock } from './bus.js';
 
@@ -23,6 +24,8 @@ export interface RfReaderDeps {
   readonly bus: RfBus;
   /** The registered pager with this 20-bit id (5 upper-case hex digits), or undefined. */
   resolve(rfId: string): DeviceRecord | undefined;
+  /** The pagers registered on this bus: they get `comm_fault` while it is down (SPEC §4). */
+  devices(): readonly DeviceRecord[];
   /** The `pager-rf` model. */
   readonly model: RfModel;
   previousState(deviceId: string): DeviceState | undefined;
@@ -150,12 +153,31 @@ export function createRfReader(deps: RfReaderDeps): RfReader {
       }
       return;
     }
+    emit(decoded.value, device);
+  }
+
+  function emit(draft: ReadingDraft, device: DeviceRecord): void {
     readings++;
     try {
-      const result = deps.onReading(decoded.value, device);
+      const result = deps.onReading(draft, device);
       if (result instanceof Promise) result.catch((err: unknown) => log.error({ err, deviceId: device.id }, 'onReading rejected'));
     } catch (err) {
       log.error({ err, deviceId: device.id }, 'onReading threw');
+    }
+  }
+
+  /**
+   * SPEC §4: while the bus is down its devices get comm_fault — for a pager, nobody can hear its
+   * SOS, which the rules make an incident (device.rf_unheard). Said once per outage per pager (the
+   * stored state remembers it across restarts); comm_restored when the bus is back.
+   */
+  function announceComm(fault: boolean): void {
+    const receivedAt = clock.now();
+    for (const device of deps.devices()) {
+      const previous = deps.previousState(device.id);
+      if ((previous?.[COMM_FAULT] === true) === fault) continue;
+      const ctx = { deviceId: device.id, receivedAt, previous };
+      emit(fault ? commFaultReading(model, ctx) : commRestoredReading(model, ctx), device);
     }
   }
 
@@ -177,10 +199,14 @@ export function createRfReader(deps: RfReaderDeps): RfReader {
       unsubscribe.push(
         bus.onData(onData),
         // A frame cut by the outage will never be completed: do not glue its head to new bytes.
-        bus.onUp(() => receiver.reset()),
+        bus.onUp(() => {
+          receiver.reset();
+          announceComm(false);
+        }),
         bus.onDown((reason) => {
           receiver.reset();
-          log.warn({ reason }, 'rf bridge bus down: pagers on it are not heard');
+          log.warn({ reason, pagers: deps.devices().length }, 'rf bridge bus down: pagers on it are not heard');
+          announceComm(true);
         }),
       );
       timer = clock.setTimeout(tick, expireMs);

@@ -13,8 +13,9 @@ import { createPtyPair, type PtyPair } from '../../helpers/pty.js';
 // What the design says (SPEC §4, gateway/serial/bus.ts, modbus-master.ts, rf-reader.ts): the bus
 // goes `reopening` and comes back by itself (1 s doubling to 30 s, plus a watch on the path);
 // every meter on a lost Modbus bus gets one comm_fault (an incident) and comm_restored when it
-// answers again; an RF bus has no per-device fault (a pager is silent by nature), only its health;
-// a frame cut by the outage is never glued to bytes of the new port.
+// answers again; every pager on a lost RF bus gets one comm_fault too (nobody can hear its SOS:
+// the rules raise device.rf_unheard after 30 s) and comm_restored when the bus is back; a frame
+// cut by the outage is never glued to bytes of the new port.
 
 const SERVICE = 0x2;
 const FAMILY = 0x4;
@@ -166,6 +167,8 @@ describe('a serial adapter vanishing mid-frame (issue 8)', () => {
     await waitUntil('the rf bus down in health', () => bus('rf-1').state === 'reopening', 10_000, 20);
     const seenDownMs = Date.now() - killedAt;
     expect(gw.gateway.health().ok).toBe(false);
+    await waitUntil('the pager marked unheard', () => withEvent('PGR-RF', 'comm_fault').length === 1, 10_000, 20);
+    expect(withEvent('PGR-RF', 'comm_fault')[0]).toMatchObject({ kind: 'pager', state: { comm_fault: true } });
     await emitter.stop();
     await sleep(Math.max(0, UNPLUGGED_MS - (Date.now() - killedAt)));
     await rfPair.restart();
@@ -174,6 +177,7 @@ describe('a serial adapter vanishing mid-frame (issue 8)', () => {
     await emitter.start();
     await waitUntil('the rf bus open again', () => bus('rf-1').state === 'open', 20_000, 20);
     const openMs = Date.now() - backAt;
+    await waitUntil('the pager heard again', () => withEvent('PGR-RF', 'comm_restored').length === 1, 10_000, 20);
     const n = readings('PGR-RF').length;
     // The tail of the cut frame first: joined to its head it would be a family call.
     await emitter.write(frame.subarray(6));
@@ -189,6 +193,9 @@ describe('a serial adapter vanishing mid-frame (issue 8)', () => {
     expect(bus('rf-1').opens).toBeGreaterThanOrEqual(opens + 1);
     expect(readings('PGR-RF').slice(n).map((r) => r.events)).toEqual([['sos'], ['service_call']]);
     expect(withEvent('PGR-RF', 'family_call')).toEqual([]);
+    // One outage, one comm_fault and one comm_restored; the reopen was shorter than the rule's 30 s.
+    expect([withEvent('PGR-RF', 'comm_fault').length, withEvent('PGR-RF', 'comm_restored').length]).toEqual([1, 1]);
+    expect(gw.gateway.safety.manager.list({}).filter((i) => i.ruleId === 'device.rf_unheard')).toEqual([]);
   }, 60_000);
 
   it('an adapter that never comes back: bounded retries, no log flood, the other buses unaffected', async () => {

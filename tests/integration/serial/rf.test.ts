@@ -37,6 +37,7 @@ describe('rf reader on a pty pair', () => {
     reader = createRfReader({
       bus,
       resolve: (rf) => registry.get(rf),
+      devices: () => [...registry.values()],
       model: pagerRf,
       previousState: (id) => store.get(id),
       clock: systemSerialClock,

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { fixtureBytes, hexToBytes, loadFixtures } from '../../../devices/fixtures.js';
-import { commFaultReading, commRestoredReading } from '../../../devices/modbus/comm-status.js';
+import { commFaultReading, commRestoredReading } from '../../../devices/comm-status.js';
 import { buildReadHoldingRequest } from '../../../devices/modbus/frames.js';
 import { buildReadResponse } from '../../../devices/modbus/slave.js';
 import { ERS1_REGISTER_MAP, model } from '../../../devices/models/elec-ers1/index.js';

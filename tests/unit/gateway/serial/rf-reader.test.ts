@@ -3,7 +3,7 @@ import type { DeviceRecord } from '../../../../devices/device-record.js';
 import type { DeviceState } from '../../../../devices/model.js';
 import { model as pagerRf } from '../../../../devices/models/pager-rf/index.js';
 import type { ReadingDraft } from '../../../../devices/reading.js';
-import { createRfReader, type RfRejectReason } from '../../../../gateway/serial/rf-reader.js';
+import { createRfReader, type RfReaderDeps, type RfRejectReason } from '../../../../gateway/serial/rf-reader.js';
 import { createFakeBus, createFakeClock, silentLogger } from './fakes.js';
 
 function pager(id: string, rf: string): DeviceRecord {
@@ -17,9 +17,10 @@ function rig(maxUnregistered?: number) {
   const store = new Map<string, DeviceState>();
   const readings: { draft: ReadingDraft; device: string }[] = [];
   const rejects: { reason: RfRejectReason; device: string }[] = [];
-  const reader = createRfReader({
+  const deps: RfReaderDeps = {
     bus,
     resolve: (rf) => registry.get(rf),
+    devices: () => [...registry.values()],
     model: pagerRf,
     previousState: (id) => store.get(id),
     clock,
@@ -30,9 +31,10 @@ function rig(maxUnregistered?: number) {
     },
     onReject: (reason, _d, device) => rejects.push({ reason, device: device.id }),
     ...(maxUnregistered === undefined ? {} : { maxUnregistered }),
-  });
+  };
+  const reader = createRfReader(deps);
   const word = (id: string, key: number): Buffer => pagerRf.encodeFrame(id, key);
-  return { clock, bus, reader, readings, rejects, word };
+  return { clock, bus, reader, readings, rejects, word, store, deps };
 }
 
 describe('rf reader', () => {
@@ -87,9 +89,33 @@ describe('rf reader', () => {
     r.bus.goUp();
     r.bus.deliver(w.subarray(6));
     r.bus.deliver(w);
-    expect(r.readings.map((x) => x.draft.events)).toEqual([['service_call']]);
+    expect(r.readings.map((x) => x.draft.events)).toEqual([['comm_fault'], ['comm_restored'], ['service_call']]);
     // The head was dropped at the outage, so its tail is skipped, not completed into a frame.
     expect(r.reader.stats()).toMatchObject({ frames: 1, skippedBytes: 6 });
     r.reader.stop();
+  });
+
+  it('while the bus is down its pagers get comm_fault, once; comm_restored when it is back (SPEC §4)', () => {
+    const r = rig();
+    r.store.set('PGR-0001', { battery_low: true });
+    r.reader.start();
+    r.bus.goDown();
+    expect(r.readings).toEqual([{ device: 'PGR-0001', draft: expect.objectContaining({ kind: 'pager', model: 'pager-rf', events: ['comm_fault'], state: { battery_low: true, comm_fault: true } }) as unknown }]);
+    // A restarted gateway finds the bus still down: the stored state already says so.
+    r.reader.stop();
+    const again = createRfReader(r.deps);
+    again.start();
+    r.bus.goDown();
+    expect(r.readings).toHaveLength(1);
+    r.bus.goUp();
+    expect(r.readings.map((x) => [x.draft.events, x.draft.state])).toEqual([
+      [['comm_fault'], { battery_low: true, comm_fault: true }],
+      [['comm_restored'], { battery_low: true, comm_fault: false }],
+    ]);
+    // Up again with nothing to restore: nothing said.
+    r.bus.goDown();
+    r.bus.goUp();
+    expect(r.readings).toHaveLength(4);
+    again.stop();
   });
 });
