@@ -5,6 +5,7 @@ import { localTopics } from '../devices/topics.js';
 import { createPipeline, type Pipeline } from '../ingest/pipeline/index.js';
 import { openStore, type Store } from '../ingest/store/index.js';
 import { createDeviceBroker, type DeviceBroker } from './broker/index.js';
+import { createDiskGuard, type DiskGuard, type DiskHealth } from './disk-guard.js';
 import type { GatewayConfig } from './config/schema.js';
 import { createLiveRegistry, watchRegistry, type RegistryWatch } from './registry/live.js';
 import type { DeviceRegistry, RegistryLoad } from './registry/registry.js';
@@ -15,6 +16,7 @@ import { createHttpServer, type HttpServer } from './http/server.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { createSafety, type Safety } from './safety.js';
 import { createSinkSet, type SinkSet } from './sinks.js';
+import { createWallClock } from './wall-clock.js';
 
 export interface GatewayDeps {
   readonly config: GatewayConfig;
@@ -50,6 +52,8 @@ export interface GatewayHealth {
   readonly pipeline: ReturnType<Pipeline['stats']>;
   readonly rules: ReturnType<Safety['health']>['rules'];
   readonly uplink: ReturnType<Safety['health']>['uplink'];
+  /** The data directory's disk (SPEC-NOTES "Disk full"): `full` makes `ok` false. */
+  readonly disk: DiskHealth & { readonly droppedTelemetry: number };
 }
 
 const RETENTION_EVERY_MS = 10 * 60_000;
@@ -62,10 +66,13 @@ const RETENTION_EVERY_MS = 10 * 60_000;
 export function createGateway(deps: GatewayDeps): Gateway {
   const { config, logger } = deps;
   const registry = createLiveRegistry(deps.registry);
-  const clock = deps.clock ?? Date.now;
+  // The real clock is watched for NTP steps (docs/SPEC-NOTES.md "Clock steps"); a test's clock is taken as it is.
+  const wall = deps.clock ? undefined : createWallClock({ onStep: (stepMs, at) => logger.warn({ stepMs, at }, 'the wall clock stepped') });
+  const clock = deps.clock ?? (wall ? wall.now : Date.now);
   let parts:
     | {
         store: Store;
+        disk: DiskGuard;
         pipeline: Pipeline;
         broker: DeviceBroker;
         buses: SerialBuses;
@@ -90,14 +97,25 @@ export function createGateway(deps: GatewayDeps): Gateway {
       // The HTTP server needs the incident manager, and the manager (and the broker) tell the
       // server's stream of every change: the one late-bound reference in the wiring.
       const live: { http?: HttpServer; metrics?: Metrics } = {};
+      // Disk full: the guard releases its reserve inside the failing commit and makes the store
+      // refuse plain telemetry, so alarms keep being stored (SPEC-NOTES "Disk full").
+      const disk = createDiskGuard({
+        dir: config.gateway.dataDir,
+        reserveBytes: config.store.reserveBytes,
+        onChange: (full) => store.refuseTelemetry(full),
+        logger: logger.child({ module: 'disk' }),
+        clock,
+      });
       const store = openStore({
         path: storePath(config.gateway.dataDir),
         clock,
         logger: logger.child({ module: 'store' }),
         outboxMaxBytes: config.outbox.maxBytes,
+        onFull: () => disk.reportFull(),
       });
+      disk.start();
       const pipeline = createPipeline({ store, modelFor: (id) => MODELS.get(id), logger: logger.child({ module: 'pipeline' }), clock });
-      const sinks = createSinkSet(config.sinks, store, logger.child({ module: 'sinks' }));
+      const sinks = createSinkSet(config.sinks, store, logger.child({ module: 'sinks' }), clock);
       const brokerLog = logger; // the broker names its own module in its log lines
       const broker = createDeviceBroker({
         listen: config.mqtt.listen,
@@ -140,6 +158,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
         broker,
         logger,
         clock,
+        ...(wall ? { clockSteps: wall.steps } : {}),
         onIncidentChange: (incident) => live.http?.broadcast({ type: 'incident', data: incident }),
         onAlarmDelivered: (ms) => live.metrics?.observeAlarmLatency(ms),
       });
@@ -180,7 +199,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
         : undefined;
       await watch?.check();
       registry.onChange(() => buses.refresh());
-      parts = { store, pipeline, broker, buses, sinks, safety, http, metrics, watch, timers, unsubscribe };
+      parts = { store, disk, pipeline, broker, buses, sinks, safety, http, metrics, watch, timers, unsubscribe };
+      sinks.attachIncidents((consumer) => safety.incidents.outboxFor(consumer));
       sinks.start();
       // Rules first: they replay what a crash left unevaluated before any new reading arrives.
       await safety.start();
@@ -195,13 +215,15 @@ export function createGateway(deps: GatewayDeps): Gateway {
       const p = parts;
       parts = undefined;
       p.timers.forEach((t) => clearInterval(t));
+      p.disk.stop();
       p.watch?.stop();
       await p.http.stop();
       await p.broker.stop();
       await p.buses.stop();
       p.store.flush();
-      await p.safety.stop();
+      // Sinks first: their incident runners read the incident store that safety closes.
       await p.sinks.stop();
+      await p.safety.stop();
       p.unsubscribe();
       await p.store.close();
       p.metrics.stop();
@@ -228,6 +250,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
 
 interface Parts {
   store: Store;
+  disk: DiskGuard;
   pipeline: Pipeline;
   broker: DeviceBroker;
   buses: SerialBuses;
@@ -240,14 +263,17 @@ function healthOf(p: Parts): GatewayHealth {
   const sinks = p.sinks.health();
   const buses = p.buses.health();
   const safety = p.safety.health();
+  const store = p.store.stats();
+  const disk = { ...p.disk.health(), droppedTelemetry: store.refusedTelemetry };
   return {
-    ok: sinks.every((s) => s.ok) && buses.every((b) => b.bus.state === 'open') && (safety.uplink?.connected ?? true),
+    ok: sinks.every((s) => s.ok) && buses.every((b) => b.bus.state === 'open') && (safety.uplink?.connected ?? true) && disk.state === 'ok',
     broker: { clients: p.broker.clients(), ports: p.broker.ports() },
     buses,
     sinks,
-    store: p.store.stats(),
+    store,
     pipeline: p.pipeline.stats(),
     ...safety,
+    disk,
   };
 }
 

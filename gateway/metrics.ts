@@ -1,4 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { AuthThrottleStats } from './broker/auth-throttle.js';
 import type { BrokerStats } from './broker/index.js';
 import type { GatewayHealth } from './app.js';
 
@@ -35,6 +36,8 @@ export interface MetricsHealth {
   readonly pipeline: Pick<Health['pipeline'], 'accepted' | 'rejected' | 'droppedOverLimit'>;
   readonly rules: Pick<Health['rules'], 'evaluations'>;
   readonly uplink: Pick<NonNullable<Health['uplink']>, 'connected' | 'outboxDepth'> | undefined;
+  /** Omitted by tests that give a small object: no disk series then. */
+  readonly disk?: Pick<Health['disk'], 'state' | 'free' | 'droppedTelemetry'>;
 }
 
 export interface MetricsDeps {
@@ -45,7 +48,7 @@ export interface MetricsDeps {
   /** Every registered device with its kind and whether it is online; omitted: the gauge is empty. */
   devicesOnline?(): readonly { readonly kind: string; readonly online: boolean }[];
   /** `() => gateway.broker.stats()`; omitted: no broker series in gridedge_rejects_total. */
-  brokerStats?(): Pick<BrokerStats, 'refused'>;
+  brokerStats?(): Pick<BrokerStats, 'refused'> & { readonly authThrottle?: AuthThrottleStats };
 }
 
 export interface Metrics {
@@ -70,6 +73,7 @@ interface Snapshot {
   readonly incidents: readonly { readonly severity: string }[];
   readonly devices: readonly { readonly kind: string; readonly online: boolean }[];
   readonly refused: Readonly<Record<string, number>>;
+  readonly authThrottle: AuthThrottleStats | undefined;
 }
 
 type Sample<L extends string> = readonly [labels: Readonly<Record<L, string>>, value: number];
@@ -81,13 +85,19 @@ export function createMetrics(deps: MetricsDeps): Metrics {
   // One snapshot per scrape, taken lazily by the first collect() that needs it and dropped after
   // the scrape, so every metric of one exposition sees the same stats.
   let current: Snapshot | undefined;
-  const snapshot = (): Snapshot =>
-    (current ??= {
-      health: deps.health(),
-      incidents: deps.openIncidents(),
-      devices: deps.devicesOnline?.() ?? [],
-      refused: deps.brokerStats?.().refused ?? {},
-    });
+  const snapshot = (): Snapshot => {
+    if (!current) {
+      const broker = deps.brokerStats?.();
+      current = {
+        health: deps.health(),
+        incidents: deps.openIncidents(),
+        devices: deps.devicesOnline?.() ?? [],
+        refused: broker?.refused ?? {},
+        authThrottle: broker?.authThrottle,
+      };
+    }
+    return current;
+  };
 
   function counter<L extends string>(name: string, help: string, labelNames: readonly L[], read: (s: Snapshot) => Iterable<Sample<L>>): void {
     new Counter<L>({
@@ -137,9 +147,18 @@ export function createMetrics(deps: MetricsDeps): Metrics {
     ...Object.entries(s.refused).map(([reason, n]) => [{ source: 'broker', reason }, n] as const),
   ]);
 
-  counter('gridedge_dropped_telemetry_total', 'Telemetry dropped: over the per-device rate limit, or the outbox over its bound.', ['reason'], (s) => [
+  // Credential brute force (broker/auth-throttle.ts): lockouts of a client address, rate limits of a device id.
+  counter('gridedge_auth_lockouts_total', 'Credential brute force: client addresses locked out (ip) and device ids rate-limited (device), since start.', ['scope'], (s) =>
+    s.authThrottle ? [[{ scope: 'ip' }, s.authThrottle.lockouts.ip], [{ scope: 'device' }, s.authThrottle.lockouts.device]] : [],
+  );
+  gauge('gridedge_auth_lockouts_active', 'Client addresses locked out (ip) and device ids rate-limited (device) right now.', ['scope'], (s) =>
+    s.authThrottle ? [[{ scope: 'ip' }, s.authThrottle.active.ip], [{ scope: 'device' }, s.authThrottle.active.device]] : [],
+  );
+
+  counter('gridedge_dropped_telemetry_total', 'Telemetry dropped: over the per-device rate limit, the outbox over its bound, or the disk full.', ['reason'], (s) => [
     [{ reason: 'rate_limit' }, s.health.pipeline.droppedOverLimit],
     [{ reason: 'outbox_full' }, s.health.store.droppedTelemetry],
+    ...(s.health.disk ? [[{ reason: 'disk_full' }, s.health.disk.droppedTelemetry] as const] : []),
   ]);
 
   // A sink whose source cannot tell its depth (null) gets no outbox series rather than a fake 0.
@@ -185,6 +204,8 @@ export function createMetrics(deps: MetricsDeps): Metrics {
   // No uplink configured: no series (absent, not "disconnected").
   gauge('gridedge_uplink_connected', '1 when the city uplink is connected.', [], (s) => (s.health.uplink ? [[none, s.health.uplink.connected ? 1 : 0]] : []));
   gauge('gridedge_uplink_outbox_depth', 'Incident changes not yet PUBACKed by the city uplink.', [], (s) => (s.health.uplink ? [[none, s.health.uplink.outboxDepth]] : []));
+  gauge('gridedge_disk_full', '1 while the data directory is in disk-full mode (plain telemetry dropped, alarms stored).', [], (s) => (s.health.disk ? [[none, s.health.disk.state === 'full' ? 1 : 0]] : []));
+  gauge('gridedge_disk_free_bytes', 'Free space on the data directory, at the last check.', [], (s) => (s.health.disk ? [[none, s.health.disk.free]] : []));
   counter('gridedge_rule_evaluations_total', 'Rule evaluations (one rule against one reading, or one timer).', [], (s) => [[none, s.health.rules.evaluations]]);
 
   const alarmLatency = new Histogram({

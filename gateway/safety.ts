@@ -17,6 +17,7 @@ import type { DeviceBroker } from './broker/index.js';
 import type { GatewayConfig } from './config/schema.js';
 import { createDownlink, type Downlink } from './downlink.js';
 import type { DeviceRegistry } from './registry/registry.js';
+import { incidentConsumers } from './sinks.js';
 import { createCommandHandler, createUplink, type Uplink } from './uplink/index.js';
 
 /** The rule engine's store consumer: its cursor is what the engine has durably evaluated. */
@@ -30,7 +31,14 @@ export interface SafetyDeps {
   readonly store: Store;
   readonly broker: DeviceBroker;
   readonly logger: Logger;
+  /** Wall-clock ms: what readings and incidents are stamped with. */
   readonly clock: () => number;
+  /**
+   * The wall-clock steps seen so far, summed (gateway/wall-clock.ts). Escalation, `for` timers
+   * and offline detection measure real elapsed time with it (docs/SPEC-NOTES.md "Clock
+   * steps"); without it (a test's fake clock) every change of `clock` is elapsed time.
+   */
+  readonly clockSteps?: () => number;
   /** Told of every incident change after it is persisted (the HTTP stream, metrics). */
   readonly onIncidentChange?: (incident: Incident, change: IncidentChange) => void;
   /** A critical incident's first version reached the city's broker, this long after its reading arrived. */
@@ -43,6 +51,8 @@ export interface Safety {
   readonly manager: IncidentManager;
   readonly engine: RuleEngine;
   readonly downlink: Downlink;
+  /** The incident store: its change log also feeds the time-series sinks (gateway/sinks.ts). */
+  readonly incidents: IncidentStore;
   health(): { rules: ReturnType<RuleEngine['stats']>; uplink: ReturnType<Uplink['health']> | undefined };
 }
 
@@ -58,12 +68,14 @@ export async function createSafety(deps: SafetyDeps): Promise<Safety> {
   const { rules } = await loadRules(config.rules, config.gateway.dataDir);
 
   const downlink = createDownlink({ registry, broker });
-  const incidents: IncidentStore = openIncidentStore({ dataDir: config.gateway.dataDir, logger, outbox: config.uplink !== undefined });
+  // The change log is read by the uplink and by each time-series sink (SPEC §5: measurement `incident`).
+  const consumers = [...(config.uplink !== undefined ? ['uplink'] : []), ...incidentConsumers(config.sinks)];
+  const incidents: IncidentStore = openIncidentStore({ dataDir: config.gateway.dataDir, logger, consumers });
   const residents = registry.list().flatMap((d) => (d.resident ? [d.resident.name, d.resident.phone] : []));
   const manager = createIncidentManager({
     gatewayId: config.gateway.id,
     store: incidents,
-    clock: { now: clock },
+    clock: deps.clockSteps ? { now: clock, steps: deps.clockSteps } : { now: clock },
     logger,
     escalation: config.escalation,
     redact: redactorFor(residents),
@@ -92,6 +104,7 @@ export async function createSafety(deps: SafetyDeps): Promise<Safety> {
   const engine = createRuleEngine({
     rules,
     clock,
+    ...(deps.clockSteps ? { clockSteps: deps.clockSteps } : {}),
     logger: logger.child({ module: 'rules' }),
     deviceFor: (id) => registry.get(id),
     modelHeartbeatMs: (model) => MODELS.get(model)?.heartbeatMs ?? 3_600_000,
@@ -130,6 +143,7 @@ export async function createSafety(deps: SafetyDeps): Promise<Safety> {
     manager,
     engine,
     downlink,
+    incidents,
     async start() {
       store.registerConsumer(RULES_CONSUMER, { from: 'start' });
       manager.start();

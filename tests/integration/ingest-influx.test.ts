@@ -135,6 +135,29 @@ describe('schema in InfluxDB (SPEC §5)', () => {
       events: 'string',
     });
   });
+
+  it('incident changes arrive in measurement `incident`, one point per change (SPEC §5)', async () => {
+    // The test above raised a fire (smoke-json fire_alarm) and an sos (pager-json).
+    const sos = gw.gateway.safety.manager.list({}).find((i) => i.deviceIds.includes(SCHEMA.pagerJson.id));
+    expect(sos).toMatchObject({ type: 'sos', severity: 'critical', status: 'open' });
+    if (!sos) return;
+    const acked = gw.gateway.safety.manager.transition(sos.id, 'ack', 'wang');
+    const rows = async () =>
+      (await influxQuery(influx, DB, `SELECT * FROM incident WHERE id = '${sos.id}'`)).flatMap((r) =>
+        r.values.map((v): Record<string, unknown> => Object.fromEntries(r.columns.map((c, i): [string, unknown] => [c, v[i]]))),
+      );
+    await waitUntil('both versions of the sos in InfluxDB', async () => (await rows()).length === 2, 15_000, 100);
+    expect(await rows()).toEqual([
+      { time: sos.updatedAt, id: sos.id, device_id: SCHEMA.pagerJson.id, grid: GRID, type: 'sos', severity: 'critical', status: 'open', level: 0 },
+      { time: acked.updatedAt, id: sos.id, device_id: SCHEMA.pagerJson.id, grid: GRID, type: 'sos', severity: 'critical', status: 'acknowledged', level: 0 },
+    ]);
+    const fire = await influxQuery(influx, DB, `SELECT count(id) FROM incident WHERE "type" = 'fire'`);
+    expect(fire[0]?.values[0]?.[1]).toBeGreaterThanOrEqual(1);
+    // Delivered: the incident store's change log holds nothing more for this sink.
+    const health = gw.gateway.health().sinks.find((h) => h.name.endsWith(':incidents'));
+    await waitUntil('the incident runner caught up', () => gw.gateway.health().sinks.find((h) => h.name.endsWith(':incidents'))?.depth === 0, 10_000);
+    expect(health?.pointsWritten).toBeGreaterThanOrEqual(3);
+  });
 });
 
 describe('a field-type conflict (SPEC §5)', () => {
