@@ -131,7 +131,8 @@ interface InFlight {
   readonly seq: number;
   readonly incidentId: string;
   readonly row: OutboxRow;
-  readonly sentAt: number;
+  /** Wall-clock ms; moved to now when the clock is found to have stepped back past it. */
+  sentAt: number;
   done: boolean;
 }
 
@@ -275,7 +276,12 @@ export function createUplink(deps: UplinkDeps): Uplink {
     if (stopping) return;
     pollTimer = clock.setTimeout(() => {
       const head = inFlight[0];
-      if (connected && head && !head.done && clock.now() - head.sentAt > ackTimeoutMs) {
+      const now = clock.now();
+      // A wall clock stepped back would hide a missing PUBACK for the length of the step
+      // (docs/SPEC-NOTES.md "Clock steps"): measure from now instead. A step forward only
+      // resends early, which is harmless.
+      if (head && now < head.sentAt) head.sentAt = now;
+      if (connected && head && !head.done && now - head.sentAt > ackTimeoutMs) {
         fail(new Error(`no PUBACK for outbox row ${head.seq} within ${ackTimeoutMs} ms`), 'upstream not acknowledging');
         (client?.stream as Partial<Socket> | undefined)?.destroy?.();
       } else {

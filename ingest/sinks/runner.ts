@@ -426,6 +426,8 @@ export function createSinkRunner(options: SinkRunnerOptions): SinkRunner {
           }
           lingerStart = now - Math.min(flushIntervalMs, Math.max(0, age));
         }
+        // The wall clock stepped back past the window's start: one more window, not the step's length.
+        if (lingerStart > now) lingerStart = now;
         const wait = lingerStart + flushIntervalMs - now;
         if (wait > 0) {
           setState(r, 'idle');

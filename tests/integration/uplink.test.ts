@@ -453,45 +453,76 @@ describe('uplink to the city broker (SPEC §7)', () => {
 });
 
 describe('an upstream that accepts but never acknowledges', () => {
-  it.each([1, 16])('a row without PUBACK on a live connection is resent on a fresh one, in order (window %i)', async (maxInFlight) => {
-    // aedes answers PUBACK only when authorizePublish calls back: swallow the first incident publish.
+  /** An aedes that never answers the first incident publish (no callback: no PUBACK; pings still answered). */
+  async function swallowingBroker() {
     let swallowed = 0;
     const broker = await Aedes.createBroker({
       authorizePublish(_client, packet, cb) {
         if (packet.topic.includes('/incidents/') && swallowed === 0) {
           swallowed++;
-          return; // never calls back: no PUBACK, the connection stays up (pings still answered)
+          return;
         }
         cb(null);
       },
     });
     const server = createServer((socket) => broker.handle(socket));
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const url = `mqtt://127.0.0.1:${(server.address() as { port: number }).port}`;
     const received: string[] = [];
     broker.on('publish', (packet, client) => {
       if (client && packet.topic.includes('/incidents/')) received.push(String((JSON.parse(packet.payload.toString()) as Incident).id));
     });
-    const gw = startGateway(`gw-stall-${maxInFlight}`, url, { ackTimeoutMs: 300, pollMs: 100, maxInFlight });
+    return {
+      url: `mqtt://127.0.0.1:${(server.address() as { port: number }).port}`,
+      received,
+      swallowed: () => swallowed,
+      async close() {
+        await new Promise<void>((resolve) => broker.close(() => resolve()));
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+      },
+    };
+  }
+
+  it.each([1, 16])('a row without PUBACK on a live connection is resent on a fresh one, in order (window %i)', async (maxInFlight) => {
+    const up = await swallowingBroker();
+    const gw = startGateway(`gw-stall-${maxInFlight}`, up.url, { ackTimeoutMs: 300, pollMs: 100, maxInFlight });
     try {
       await waitFor('connected', () => gw.uplink.health().connected);
       const a = gw.manager.onSignal(raise(1)) as Incident;
       const b = gw.manager.onSignal(raise(2)) as Incident;
       await waitFor('both acknowledged after the resend', () => gw.uplink.health().outboxDepth === 0, 10_000);
-      expect(swallowed).toBe(1);
+      expect(up.swallowed()).toBe(1);
       if (maxInFlight === 1) {
-        expect(received).toEqual([a.id, b.id]);
+        expect(up.received).toEqual([a.id, b.id]);
       } else {
         // b (another incident) went alongside a and got through; the resend is from the cursor,
         // i.e. a then b again. Per incident nothing is out of order, and b's repeat is identical.
-        expect(received).toEqual([b.id, a.id, b.id]);
+        expect(up.received).toEqual([b.id, a.id, b.id]);
       }
       expect(gw.uplink.health().lastError?.message).toMatch(/no PUBACK/);
       expect(gw.uplink.health().reconnects).toBeGreaterThan(0);
     } finally {
       await gw.stop();
-      await new Promise<void>((resolve) => broker.close(() => resolve()));
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await up.close();
+    }
+  });
+
+  it('a wall clock stepped back an hour does not hide the missing PUBACK (issue 8: clock steps)', async () => {
+    const up = await swallowingBroker();
+    let offset = 0;
+    const clock = { now: () => Date.now() + offset, setTimeout: (fn: () => void, ms: number) => setTimeout(fn, ms), clearTimeout: (h: unknown) => clearTimeout(h as NodeJS.Timeout) };
+    const gw = startGateway('gw-stall-step', up.url, { ackTimeoutMs: 300, pollMs: 100, clock });
+    try {
+      await waitFor('connected', () => gw.uplink.health().connected);
+      const a = gw.manager.onSignal(raise(1)) as Incident;
+      await waitFor('the first publish swallowed', () => up.swallowed() === 1);
+      offset = -3_600_000;
+      // Without the reset the ack timeout would trip an hour from now.
+      await waitFor('acknowledged after the resend', () => gw.uplink.health().outboxDepth === 0, 10_000);
+      expect(up.received).toEqual([a.id]); // the swallowed first attempt is never published
+      expect(gw.uplink.health().lastError?.message).toMatch(/no PUBACK/);
+    } finally {
+      await gw.stop();
+      await up.close();
     }
   });
 });

@@ -46,6 +46,11 @@ class FakeClock implements SinkClock {
     this.t = end;
     await settle();
   }
+  /** The wall clock steps (NTP): now() jumps, pending timers keep their delays (they are monotonic). */
+  step(ms: number): void {
+    this.t += ms;
+    for (const t of this.timers) t.at += ms;
+  }
 }
 
 function makeReading(i: number, deviceId = `SMK-${String(i).padStart(5, '0')}`): Reading {
@@ -217,6 +222,19 @@ describe('batching', () => {
     await clock.advance(1);
     expect(sink.calls.map((c) => [c.at, c.lines.length])).toEqual([[1100, 50]]);
     expect(source.acks).toEqual([50]);
+    await runner.stop();
+  });
+
+  it('a wall clock stepped back an hour during the window delays the batch by one window, not an hour', async () => {
+    const { clock, source, sink, runner } = setup({ batchSize: 100, flushIntervalMs: 1000 });
+    runner.start();
+    await clock.advance(100);
+    source.append(30);
+    runner.notify();
+    await clock.advance(500);
+    clock.step(-3_600_000);
+    await clock.advance(1_500);
+    expect(sink.calls.map((c) => c.lines.length)).toEqual([30]);
     await runner.stop();
   });
 
