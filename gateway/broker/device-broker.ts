@@ -136,7 +136,8 @@ export function createDeviceBroker(deps: DeviceBrokerDeps): DeviceBroker {
         // whatever username it sends) would let it flood the log instead.
         refusedClients.add(client);
         if (outcome.reason === 'auth_ip_locked') counters.refuse(outcome.reason);
-        else refuse(outcome.reason, username ?? '', outcome.err === undefined ? {} : { err: outcome.err });
+        // An unknown username is not logged: it may be a secret typed into the wrong field.
+        else refuse(outcome.reason, outcome.reason === 'auth_unknown_device' ? client.id : (username ?? ''), outcome.err === undefined ? {} : { err: outcome.err });
         const err = Object.assign(new Error(outcome.reason), { returnCode: outcome.returnCode }) as unknown as AuthenticateError;
         done(err, false);
       },

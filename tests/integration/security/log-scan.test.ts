@@ -117,6 +117,8 @@ describe('a whole scenario at log level trace', () => {
     const pager2 = imported[0] as SecureDevice;
     expect(await connackOf(url, { clientId: pager.id, username: pager.id, password: WRONG[0] as string })).toBe(4);
     expect(await connackOf(url, { clientId: pager2.id, username: pager2.id, password: WRONG[1] as string })).toBe(4);
+    // An installer who swapped the two fields: the username is the secret, and must not be logged as an id.
+    expect(await connackOf(url, { clientId: pager.id, username: pager.secret, password: pager.id })).toBe(5);
     expect(await connackOf(url, { clientId: 'log-tool', username: OPERATOR.username, password: WRONG[2] as string })).toBe(4);
     expect(await connackOf(url, { clientId: 'log-tool', username: OPERATOR.username, password: OPERATOR.password })).toBe(0);
     const p1 = await connectAsync(url, { clientId: pager.id, username: pager.id, password: pager.secret, protocolVersion: 4, reconnectPeriod: 0 });
