@@ -21,6 +21,8 @@ const DEFAULT_RATE = { perSecond: 20, burst: 100 } as const;
 const MQTT_MAX_REMAINING_LENGTH = 268_435_455;
 /** Device ids are up to 64 characters (DeviceRecordSchema); aedes' default of 23 applies to MQTT 3.1 clients only. */
 const MAX_CLIENT_ID_LENGTH = 64;
+/** Time allowed from the TCP connection to its CONNECT packet, ms. */
+export const CONNECT_TIMEOUT_MS = 10_000;
 
 /**
  * The embedded MQTT broker for devices and local operator tools (SPEC §3), on aedes.
@@ -326,6 +328,9 @@ export function createDeviceBroker(deps: DeviceBrokerDeps): DeviceBroker {
       authorizeSubscribe,
       authorizeForward,
       maxClientsIdLength: MAX_CLIENT_ID_LENGTH,
+      // A connection that sends no CONNECT in this time is closed (aedes' default is 30 s): half
+      // packets from a slowloris hold a socket a third as long. Authentication runs after it.
+      connectTimeout: CONNECT_TIMEOUT_MS,
     });
     aedes = broker;
     markHandled = installHandledShortCircuit(broker);
