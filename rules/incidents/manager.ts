@@ -301,7 +301,7 @@ export function createIncidentManager(deps: IncidentManagerDeps): IncidentManage
     });
     commit(changes);
     for (const { incident } of changes) {
-      logger.warn({ incident: incident.id, type: incident.type, severity: incident.severity, grid: incident.grid, level: incident.level, unit: incident.unit.code }, 'incident escalated: not acknowledged in time');
+      logger.warn({ incident: incident.id, type: incident.type, severity: incident.severity, grid: incident.grid, escalationLevel: incident.level, unit: incident.unit.code }, 'incident escalated: not acknowledged in time');
     }
     return changes.map((c) => c.incident);
   };
@@ -341,7 +341,7 @@ export function createIncidentManager(deps: IncidentManagerDeps): IncidentManage
       const e = entry(now, ACTION_TO_TIMELINE[action], actor, note);
       const next = changed(inc, { status: rule.to, ackDeadline: null }, e, now);
       commit([{ incident: next, change: e }]);
-      logger.info({ incident: id, action, status: next.status, level: next.level }, 'incident transition');
+      logger.info({ incident: id, action, status: next.status, escalationLevel: next.level }, 'incident transition');
       return next;
     },
 
