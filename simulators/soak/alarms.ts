@@ -26,17 +26,6 @@ const EARLY_SHARE = 0.2;
 /** A smoke detector's fire clears this many messages after it started. */
 const CLEAR_AFTER = 2;
 
-/** mulberry32: small, fast, good enough for a test schedule. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
 export interface AlarmSchedule {
   /** The load generator's `sample`: a heartbeat, or now and then an alarm. */

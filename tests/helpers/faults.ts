@@ -37,17 +37,6 @@ export async function writeFaultSite(opts: FaultSiteOptions): Promise<GatewaySit
   return site;
 }
 
-/** mulberry32: a small seeded PRNG in [0, 1), so that an outage schedule can be replayed from its seed. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
 export interface CityMessage {
   readonly topic: string;

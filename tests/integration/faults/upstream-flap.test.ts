@@ -4,7 +4,8 @@ import { uplinkTopics } from '../../../devices/topics.js';
 import { IncidentError, type Incident } from '../../../rules/incidents/index.js';
 import { createMqttDevice, type MqttDevice } from '../../../simulators/mqtt-device.js';
 import { registerCleanup } from '../../helpers/cleanup.js';
-import { checkIncidentStream, citySubscriber, metricsText, metricValue, seededRandom, writeFaultSite, type CitySubscriber } from '../../helpers/faults.js';
+import { seededRandom } from '../../../simulators/seeded-random.js';
+import { checkIncidentStream, citySubscriber, metricsText, metricValue, writeFaultSite, type CitySubscriber } from '../../helpers/faults.js';
 import { makeDevices, mqttModel, sleep, startGatewayInProcess, waitUntil, type InProcessGateway } from '../../helpers/gateway.js';
 import { startMosquitto, type Mosquitto } from '../../helpers/mosquitto.js';
 
