@@ -73,6 +73,8 @@ export interface LoadOptions {
   readonly maxInFlight?: number;
   /** How long to wait for outstanding PUBACKs after the last message; default 10 s. */
   readonly drainMs?: number;
+  /** How long the connections stay open, idle, after the drain (a soak samples the settled gateway); default 0. */
+  readonly holdMs?: number;
   /** Connections opened at once while setting up; default 50. */
   readonly connectConcurrency?: number;
   /** What each message says; default a heartbeat with plausible battery and signal levels. */
@@ -384,6 +386,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadSummary> {
   }
   progress(true);
   const unacked = qos === 1 ? led.seq.length - acked : 0;
+  if ((options.holdMs ?? 0) > 0) await new Promise((r) => setTimeout(r, options.holdMs));
 
   closing = true;
   // A connection still waiting for PUBACKs is treated as a dead link: closed at once.
