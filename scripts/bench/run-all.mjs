@@ -156,16 +156,6 @@ if (peers?.outage) {
   const g = peers.outage.find((r) => r.name === 'gridedge');
   const n = peers.outage.find((r) => r.name === 'Node-RED');
   if (g) goals.push([`zero loss with InfluxDB down ${o.OUTAGE_SECONDS} s (gridedge)`, `${fmt(g.lost)} lost of ${fmt(g.acked)}${n ? `; Node-RED lost ${fmt(n.lost)} of ${fmt(n.acked)}` : ''}`, g.lost === 0 ? 'met' : `missed by ${fmt(g.lost)} readings`]);
-  if (g?.drain) {
-    const ingest = byName(1, 'gridedge')?.sustained;
-    const drainRate = g.drain.afterFirstWrite?.rate ?? g.drain.rate;
-    const vsOffered = drainRate / o.OUTAGE_RATE;
-    goals.push([
-      'catch-up after an influxd restart (for comparison; the goal is the next row)',
-      `drain ${fmt(drainRate)}/s${g.drain.afterFirstWrite ? ' (from the sink\'s first write after the restart)' : ''} = ${fmt(vsOffered, 1)}× the ${fmt(o.OUTAGE_RATE)} msg/s offered during the outage${ingest ? `; = ${fmt(drainRate / ingest, 2)}× the peak QoS 1 ingest (${fmt(ingest)}/s)` : ''}`,
-      `${vsOffered >= 5 ? 'met' : `missed by ${fmt(5 - vsOffered, 1)}×`} against the outage's ingest rate${ingest ? `; ${drainRate / ingest >= 5 ? 'met' : `missed by ${fmt(5 - drainRate / ingest, 2)}×`} against peak ingest` : ''}`,
-    ]);
-  }
 } else notMeasured.push('InfluxDB outage loss for gridedge and Node-RED (`node scripts/bench/ingest-peers.mjs --part outage`).');
 
 // ---- drain: the sink's own capacity on a backlog, into an influxd that is up
@@ -178,7 +168,13 @@ if (drain) {
     `A backlog of ${fmt(drain.points)} readings in a real store (as an outage leaves it), delivered by the gateway's own sink set (\`gateway/sinks.ts\`: runner, batches of ${fmt(drain.batchSize)}, cursor acks) to an influxd that is up: **${fmt(drain.pointsPerSecond)} points/s**${ratio ? ` = ${fmt(ratio, 1)}× the QoS 1 end-to-end ingest (${fmt(ingest)}/s)` : ''}. The outage run above measures a smaller figure over a small backlog (its 30 s at 500 msg/s), against an influxd just restarted on its data and with new messages still arriving; this bench isolates the sink's capacity (\`npm run bench:drain\`).`,
     '',
   );
-  if (ratio) goals.push(['outbox drain ≥ 5× ingest rate', `${fmt(drain.pointsPerSecond)}/s = ${fmt(ratio, 1)}× the QoS 1 ingest`, ratio >= 5 ? 'met' : `missed by ${fmt(5 - ratio, 1)}×`]);
+  if (ratio) {
+    goals.push([
+      'outbox drain ≥ 5× ingest rate',
+      `${fmt(drain.pointsPerSecond)}/s = ${fmt(ratio, 1)}× the QoS 1 end-to-end ingest (${fmt(ingest)}/s)`,
+      ratio >= 5 ? 'met' : `missed by ${fmt(5 - ratio, 1)}× (one write in flight: the next batch is read and encoded only after the current write returns; overlapping them was not tried)`,
+    ]);
+  }
 } else notMeasured.push('Outbox drain into a running influxd (`node scripts/bench/drain.mjs`).');
 
 // ---- modbus
