@@ -85,7 +85,7 @@ export function createSinkSet(configs: readonly SinkConfig[], store: Store, logg
       batchSize: cfg.batchSize,
       flushIntervalMs: cfg.flushInterval,
       source: {
-        read: (limit) => store.readAfter(name, limit),
+        read: (limit, after) => store.readAfter(name, limit, after),
         ack: (seq) => store.ack(name, seq),
         depth: () => store.depth(name),
         oldestUnsentAgeMs: () => store.oldestUnsentAge(name) ?? 0,
@@ -120,7 +120,7 @@ export function createSinkSet(configs: readonly SinkConfig[], store: Store, logg
           batchSize: e.cfg.batchSize,
           flushIntervalMs: e.cfg.flushInterval,
           source: {
-            read: (limit) => outbox.readAfter(outbox.cursor(), limit).map((row) => ({ seq: row.seq, ...incidentLine(row.payload) })),
+            read: (limit, after) => outbox.readAfter(after ?? outbox.cursor(), limit).map((row) => ({ seq: row.seq, ...incidentLine(row.payload) })),
             ack: (seq) => outbox.ack(seq),
             depth: () => outbox.stats().depth,
             oldestUnsentAgeMs: () => {

@@ -19,8 +19,11 @@ export type SinkSourceEntry =
  * restart delivery resumes from the cursor: at least once (SPEC §5).
  */
 export interface SinkSource {
-  /** Up to `limit` entries after the durable cursor, in `seq` order. */
-  read(limit: number): readonly SinkSourceEntry[];
+  /**
+   * Up to `limit` entries after the durable cursor, in `seq` order — or after `after`, when given
+   * (the runner reads the next batch while the current one is being written).
+   */
+  read(limit: number, after?: number): readonly SinkSourceEntry[];
   /** Every entry with `seq` ≤ this one is delivered: move the durable cursor. */
   ack(seq: number): void;
   /** Entries after the cursor. */
@@ -343,15 +346,32 @@ export function createSinkRunner(options: SinkRunnerOptions): SinkRunner {
     return dead;
   };
 
+  /**
+   * The batch after the one being written, read and encoded while the write is in flight: a
+   * backlog drains at the pace of the server, not of the server plus our own reading and encoding
+   * (issue 7: the drain rate). Used only if the write it followed was acked; else dropped.
+   */
+  let readAhead: { after: number; entries: readonly SinkSourceEntry[] } | undefined;
+
+  const readNext = (after: number): void => {
+    try {
+      readAhead = { after, entries: source.read(batchSize, after) };
+    } catch {
+      readAhead = undefined; // read again in turn, where a failure is recorded and backed off
+    }
+  };
+
   /** Reads one batch and delivers it; returns how many entries it acked (0: nothing, or stopped). */
   const deliverBatch = async (r: Run): Promise<number> => {
     for (;;) {
       if (!r.active) return 0;
       let entries: readonly SinkSourceEntry[];
+      const ahead = readAhead;
+      readAhead = undefined;
       try {
         // Read again for every attempt: while the server is down the head of the outbox stays
         // put and the batch grows up to batchSize, so recovery starts with full batches.
-        entries = source.read(batchSize);
+        entries = ahead !== undefined && ahead.after === lastAck && ahead.entries.length > 0 ? ahead.entries : source.read(batchSize);
       } catch (err) {
         await sourceFailed(r, err);
         return 0;
@@ -372,10 +392,14 @@ export function createSinkRunner(options: SinkRunnerOptions): SinkRunner {
       let dead = 0;
       if (items.length > 0) {
         setState(r, 'writing');
-        const answer = await attempt(
+        const pending = attempt(
           r,
           items.map((i) => i.line),
         );
+        // A full batch means a backlog: read the next one while this one is on the wire.
+        if (entries.length === batchSize) readNext(lastEntry.seq);
+        const answer = await pending;
+        if (answer !== null) readAhead = undefined;
         if (answer === STOPPED) return 0;
         if (answer === 'retry') continue;
         if (answer !== null) {

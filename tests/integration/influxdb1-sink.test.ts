@@ -28,10 +28,10 @@ class MemorySource implements SinkSource {
   get committed(): number {
     return this.seq;
   }
-  read(limit: number): readonly SinkSourceEntry[] {
+  read(limit: number, after = this.cursor): readonly SinkSourceEntry[] {
     const out: SinkSourceEntry[] = [];
     for (const e of this.entries) {
-      if (e.seq <= this.cursor) continue;
+      if (e.seq <= after) continue;
       out.push({ seq: e.seq, reading: e.reading });
       if (out.length >= limit) break;
     }

@@ -84,8 +84,8 @@ class MemorySource implements SinkSource {
   append(readings: readonly Reading[]): void {
     for (const reading of readings) this.entries.push({ seq: ++this.seq, reading });
   }
-  read(limit: number): readonly SinkSourceEntry[] {
-    return this.entries.filter((e) => e.seq > this.cursor).slice(0, limit);
+  read(limit: number, after = this.cursor): readonly SinkSourceEntry[] {
+    return this.entries.filter((e) => e.seq > after).slice(0, limit);
   }
   ack(seq: number): void {
     this.acks.push(seq);

@@ -80,6 +80,8 @@ class FakeSource implements SinkSource {
   cursor = 0;
   readonly acks: number[] = [];
   reads = 0;
+  /** The `after` of each read ahead of the cursor. */
+  readonly readsAhead: number[] = [];
   failReads = 0;
   private seq = 0;
 
@@ -93,16 +95,17 @@ class FakeSource implements SinkSource {
     this.entries.push(...added);
     return added;
   }
-  private pending(): (ReadingEntry)[] {
-    return this.entries.filter((e) => e.seq > this.cursor);
+  private pending(after = this.cursor): ReadingEntry[] {
+    return this.entries.filter((e) => e.seq > after);
   }
-  read(limit: number): readonly SinkSourceEntry[] {
+  read(limit: number, after?: number): readonly SinkSourceEntry[] {
     this.reads++;
+    if (after !== undefined) this.readsAhead.push(after);
     if (this.failReads > 0) {
       this.failReads--;
       throw new Error('SQLITE_BUSY: database is locked');
     }
-    return this.pending()
+    return this.pending(after)
       .slice(0, limit)
       .map(({ seq, reading }) => ({ seq, reading }));
   }
@@ -203,6 +206,37 @@ describe('batching', () => {
       [0, 100],
       // The tail of the same burst has waited as long as the rest: it goes out too.
       [0, 50],
+    ]);
+    expect(source.acks).toEqual([100, 200, 250]);
+    await runner.stop();
+  });
+
+  it('reads the next batch of a backlog while the current one is written, and uses it once that one is acked', async () => {
+    const { clock, source, sink, runner } = setup({ batchSize: 100 });
+    source.append(250);
+    runner.start();
+    await clock.advance(0);
+    // Read ahead after each full batch, from the last seq of the batch on the wire.
+    expect(source.readsAhead).toEqual([100, 200]);
+    expect(sink.calls.map((c) => c.lines.length)).toEqual([100, 100, 50]);
+    expect(source.acks).toEqual([100, 200, 250]);
+    await runner.stop();
+  });
+
+  it('drops what it read ahead when the write fails, and reads the batch again from the cursor', async () => {
+    const { clock, source, sink, runner } = setup({ batchSize: 100 });
+    sink.behaviour = (_lines, call) => {
+      if (call === 1) fail('unavailable', 'connect ECONNREFUSED');
+    };
+    source.append(250);
+    runner.start();
+    await clock.advance(60_000);
+    // The first attempt failed: its read-ahead (after 100) is not used; the retry is 1..100 again.
+    expect(sink.calls.map((c) => [c.lines.length, c.lines[0]?.includes('SMK-00001') ?? false])).toEqual([
+      [100, true],
+      [100, true],
+      [100, false],
+      [50, false],
     ]);
     expect(source.acks).toEqual([100, 200, 250]);
     await runner.stop();
