@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Ingest peers benchmark (not a test; issue 7 items 1 and 2): the same load from
-// dist/simulators/load.js (smoke-json devices, QoS 0 and QoS 1) end to end into a real influxd
+// dist/simulators/load.js (the three MQTT models in turn — smoke-json, smoke-ctw, pager-json —
+// QoS 0 and QoS 1) end to end into a real influxd
 // through: gridedge (`gridedge start`, full pipeline + influxdb1 sink), a bare aedes broker (the
 // broker alone, no InfluxDB: the ceiling), Mosquitto relaying to a small subscriber that batches
 // line protocol into InfluxDB, and Node-RED 4 (MQTT in from Mosquitto → JSON → function →
@@ -25,6 +26,37 @@ import {
 } from './lib.mjs';
 
 const SELF = fileURLToPath(import.meta.url);
+
+/** The MQTT models of the load, in turn, and the id prefix by which the peers' flows tell them apart. */
+const MODELS_OF_LOAD = [
+  ['smoke-json', 'SMK'],
+  ['smoke-ctw', 'CTW'],
+  ['pager-json', 'PGR'],
+];
+
+/**
+ * What a user's own flow does with each vendor's JSON (the peers: the relay and Node-RED): the
+ * point SPEC §5 would have, picked by the device id's prefix. Self-contained, because its source is
+ * also the Node-RED function node's code.
+ */
+function peerPoint(id, p) {
+  if (id.startsWith('CTW-')) {
+    const s = (p.payload && p.payload.serviceData) || {};
+    return { measurement: 'smoke', time: p.timestamp, fields: { battery_low: s.Battery_Level < 20, battery_pct: s.Battery_Level, rssi_dbm: s.RSRP, alarm_status: s.Alarm_Status } };
+  }
+  if (id.startsWith('PGR-')) return { measurement: 'pager', time: p.ts, fields: { battery_low: p.battery < 20, battery_pct: p.battery, events: String(p.event) } };
+  return { measurement: 'smoke', time: p.ts, fields: { battery_low: p.battery < 20, battery_pct: p.battery, smoke: Boolean(p.smoke) } };
+}
+
+/** The point as line protocol (the relay writes it itself). */
+function peerLine(id, p) {
+  const pt = peerPoint(id, p);
+  const fields = Object.entries(pt.fields)
+    .filter(([, v]) => v !== undefined && !(typeof v === 'number' && Number.isNaN(v)))
+    .map(([k, v]) => `${k}=${typeof v === 'string' ? JSON.stringify(v) : v}`)
+    .join(',');
+  return `${pt.measurement},device_id=${id} ${fields} ${pt.time}`;
+}
 
 // ---- child mode: bare aedes ------------------------------------------------------------------------
 if (process.argv[2] === '--bare-broker') {
@@ -90,7 +122,7 @@ if (process.argv[2] === '--relay') {
     const id = topic.slice(4, topic.length - 3);
     try {
       const p = JSON.parse(payload.toString('utf8'));
-      batch.push(`smoke,device_id=${id} battery_low=${p.battery < 20},battery_pct=${p.battery},smoke=${Boolean(p.smoke)} ${p.ts}`);
+      batch.push(peerLine(id, p));
     } catch {
       dropped++;
     }
@@ -123,7 +155,10 @@ const { hashSecret } = await import(join(ROOT, 'dist/gateway/registry/secrets.js
 const { getModel } = await import(join(ROOT, 'dist/devices/catalogue.js'));
 
 const SECRET = 'bench-secret-shared';
-const devices = Array.from({ length: CONNECTIONS }, (_, i) => ({ id: `PEER-${String(i).padStart(4, '0')}`, secret: SECRET, model: getModel('smoke-json') }));
+const devices = Array.from({ length: CONNECTIONS }, (_, i) => {
+  const [model, prefix] = MODELS_OF_LOAD[i % MODELS_OF_LOAD.length];
+  return { id: `${prefix}-${String(i).padStart(4, '0')}`, secret: SECRET, model: getModel(model) };
+});
 const work = mkdtempSync(join(tmpdir(), 'gridedge-bench-peers-'));
 
 /** One load run against `url`. QoS 1: paced by in-flight; QoS 0: open loop at QOS0_RATE. */
@@ -285,12 +320,12 @@ async function startNodeRed(mqUrl, influx, qos, tag) {
       type: 'function',
       z: 'tab1',
       name: 'to point',
-      func: "const id = msg.topic.split('/')[1]; const p = msg.payload; msg.payload = [{ battery_low: p.battery < 20, battery_pct: p.battery, smoke: Boolean(p.smoke), time: p.ts }, { device_id: id }]; return msg;",
+      func: `${peerPoint.toString()}\nconst id = msg.topic.split('/')[1]; const pt = peerPoint(id, msg.payload); msg.measurement = pt.measurement; msg.payload = [{ ...pt.fields, time: pt.time }, { device_id: id }]; return msg;`,
       outputs: 1,
       wires: [['out1']],
     },
     { id: 'db1', type: 'influxdb', hostname: '127.0.0.1', port: influxPort, protocol: 'http', database: DB, name: 'influx', usetls: false, influxdbVersion: '1.x' },
-    { id: 'out1', type: 'influxdb out', z: 'tab1', influxdb: 'db1', name: 'influx out', measurement: 'smoke', precision: 'ms', retentionPolicy: '', wires: [] },
+    { id: 'out1', type: 'influxdb out', z: 'tab1', influxdb: 'db1', name: 'influx out', measurement: '', precision: 'ms', retentionPolicy: '', wires: [] },
   ];
   writeFileSync(join(userDir, 'flows.json'), JSON.stringify(flow));
   const proc = start(process.execPath, [red, '-u', userDir, '-s', join(userDir, 'settings.js')], { cwd: userDir, ready: /Connected to broker/, timeoutMs: 90_000 });

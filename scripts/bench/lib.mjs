@@ -229,8 +229,8 @@ export async function influxQuery(url, q, db = DB) {
   return json.results?.flatMap((r) => r.series ?? []) ?? [];
 }
 
-/** Points per device_id in `measurement` of `db` (count of battery_low). */
-export async function influxCountsByDevice(url, db = DB, measurement = 'smoke') {
+/** Points per device_id in the measurements of `db` (count of battery_low, which every MQTT model's point has). */
+export async function influxCountsByDevice(url, db = DB, measurement = 'smoke, pager') {
   const counts = new Map();
   let series;
   try {
