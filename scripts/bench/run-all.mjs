@@ -90,7 +90,7 @@ if (peers?.throughput) {
   lines.push(
     `### Ingest end to end into InfluxDB, QoS 0 and QoS 1 (measured ${(peers.throughputAt ?? peers.at).slice(0, 16).replace('T', ' ')} UTC, load average then ${peers.throughputLoad ?? peers.machine.load})`,
     '',
-    `Load: \`dist/simulators/load.js\`, ${o.CONNECTIONS} smoke-json connections; QoS 1 paced by ≤ ${o.IN_FLIGHT} unacknowledged messages a connection (offered open loop above what any system takes), ` +
+    `Load: \`dist/simulators/load.js\`, ${o.CONNECTIONS} connections, the MQTT models in turn (smoke-json, smoke-ctw, pager-json; the peers' flows parse each vendor's JSON); QoS 1 paced by ≤ ${o.IN_FLIGHT} unacknowledged messages a connection (offered open loop above what any system takes), ` +
       `QoS 0 open loop at ${fmt(o.QOS0_RATE)} msg/s; ${o.SECONDS} s of sending a system, the first second not counted for the PUBACK rate. "Into InfluxDB" is the points in InfluxDB ` +
       `(\`SELECT count(battery_low) … GROUP BY device_id\`, every message has a distinct device timestamp) over the time from the first publish until InfluxDB held every delivered message ` +
       `or stopped growing, waiting at most ${o.DRAIN_CAP_MS / 1000} s; a system still behind then is marked "behind". Systems: **gridedge** = \`gridedge start\` (embedded store + influxdb1 sink, rules on); ` +
@@ -141,7 +141,7 @@ if (peers?.outage) {
   lines.push(
     `### InfluxDB stopped for ${o.OUTAGE_SECONDS} s under load (measured ${(peers.outageAt ?? peers.at).slice(0, 16).replace('T', ' ')} UTC, load average then ${peers.outageLoad ?? peers.machine.load})`,
     '',
-    `QoS 1 at ${fmt(o.OUTAGE_RATE)} msg/s offered for ${o.OUTAGE_SECONDS + 15} s (same ${o.CONNECTIONS} smoke-json connections); influxd is stopped (SIGTERM) 5 s in and started again on the same data ${o.OUTAGE_SECONDS} s later. ` +
+    `QoS 1 at ${fmt(o.OUTAGE_RATE)} msg/s offered for ${o.OUTAGE_SECONDS + 15} s (the same ${o.CONNECTIONS} connections); influxd is stopped (SIGTERM) 5 s in and started again on the same data ${o.OUTAGE_SECONDS} s later. ` +
       'Loss = messages the system PUBACKed to a device (gridedge: after its store commit; Node-RED: Mosquitto\'s PUBACK) that are not in InfluxDB once it stopped growing for 15 s. ' +
       'Catch-up = points that reached InfluxDB from its restart until it held every PUBACKed message, over that time (new messages keep arriving at the offered rate meanwhile; the time includes the sink\'s retry backoff before its first write after the restart, so it is a lower bound of the drain rate).',
     '',
@@ -295,7 +295,7 @@ function svg(p) {
     .join('\n');
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="white"/>
-<text x="10" y="20" font-size="14" font-weight="bold">Ingest throughput, ${p.options.CONNECTIONS} smoke-json connections (${(p.throughputAt ?? p.at).slice(0, 16).replace('T', ' ')} UTC, ${p.machine.nproc} CPUs)</text>
+<text x="10" y="20" font-size="14" font-weight="bold">Ingest throughput, ${p.options.CONNECTIONS} connections of three MQTT models (${(p.throughputAt ?? p.at).slice(0, 16).replace('T', ' ')} UTC, ${p.machine.nproc} CPUs)</text>
 <text x="10" y="38" fill="#555">messages per second; gridedge blue, peers orange, bare aedes (no InfluxDB) grey — written by scripts/bench/run-all.mjs</text>
 ${bars}
 </svg>
