@@ -14,31 +14,13 @@
 // by its PID. Needs `influxd` (Debian's influxdb) and `npm run build`.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { cpus, totalmem, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import process from 'node:process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
-import { DB, GRID, ROOT, children, cpuOf, flag, influxCountsByDevice, rssOf, sampleRss, start, startInfluxd } from './bench/lib.mjs';
+import { DB, ROOT, children, cpuOf, flag, influxCountsByDevice, rssOf, sampleRss, startBareAedes, startGateway, startInfluxd, writeSite } from './bench/lib.mjs';
 
-
-// ---- child mode: the bare aedes broker --------------------------------------------------------
-if (process.argv[2] === '--bare-broker') {
-  const { Aedes } = await import('aedes');
-  const broker = await Aedes.createBroker({
-    authenticate: (_client, _user, _pass, cb) => cb(null, true),
-    authorizePublish: (_client, _packet, cb) => cb(null),
-  });
-  const server = createServer(broker.handle);
-  server.listen(0, '127.0.0.1', () => process.stdout.write(`bare aedes on 127.0.0.1:${server.address().port}\n`));
-  process.on('SIGTERM', () => {
-    server.close();
-    broker.close(() => process.exit(0));
-  });
-  await new Promise(() => {});
-}
 
 // ---- options -----------------------------------------------------------------------------------
 const SECONDS = flag('seconds', 12);
@@ -67,9 +49,12 @@ const { getModel } = await import(join(ROOT, 'dist/devices/catalogue.js'));
 const work = mkdtempSync(join(tmpdir(), 'gridedge-bench-ingest-'));
 // ---- devices -----------------------------------------------------------------------------------
 const MODEL_IDS = ['smoke-json', 'smoke-ctw', 'pager-json'];
+// One secret for every device (one scrypt hash in devices.csv; the gateway still verifies each CONNECT).
+const SECRET = 'bench-secret-shared';
+const secretHash = hashSecret(SECRET);
 const devices = Array.from({ length: CONNECTIONS }, (_, i) => {
   const id = `BENCH-${String(i).padStart(4, '0')}`;
-  return { id, secret: `bench-secret-${id}`, model: getModel(MODEL_IDS[i % MODEL_IDS.length]) };
+  return { id, secret: SECRET, model: getModel(MODEL_IDS[i % MODEL_IDS.length]) };
 });
 
 /** One load run; the sustained rate counts PUBACKs after the warm-up until the end of sending. */
@@ -104,55 +89,20 @@ async function load(url, seconds, onStart = () => {}) {
 
 // ---- the runs ----------------------------------------------------------------------------------
 async function bareAedes() {
-  const proc = start(process.execPath, [fileURLToPath(import.meta.url), '--bare-broker'], { ready: /bare aedes on 127\.0\.0\.1:(\d+)/ });
-  const port = Number((await proc.line)[1]);
+  const { proc, url } = await startBareAedes();
   const rss = sampleRss(proc.pid);
   const cpu0 = cpuOf(proc.pid);
-  const { summary, sustained, generatorCpu } = await load(`mqtt://127.0.0.1:${port}`, SECONDS);
+  const { summary, sustained, generatorCpu } = await load(url, SECONDS);
   const cpu = cpuOf(proc.pid) - cpu0;
   const maxRss = rss();
   await proc.stop();
   return { summary, sustained, maxRss, cpu, generatorCpu };
 }
 
-async function writeSite(influxUrl, name, { rules = true } = {}) {
-  const dir = join(work, name);
-  mkdirSync(dir, { recursive: true });
-  const header = 'id,model,grid,building,room,secret,bus,address,rf,heartbeat,resident_name,resident_phone';
-  const rows = await Promise.all(devices.map(async (d, i) => `${d.id},${d.model.id},${GRID},7,R${100 + (i % 50)},${await hashSecret(d.secret)},,,,,,`));
-  writeFileSync(join(dir, 'devices.csv'), `${[header, ...rows].join('\n')}\n`);
-  writeFileSync(
-    join(dir, 'gridedge.yaml'),
-    [
-      'gateway: { id: gw-bench, dataDir: ./data }',
-      'site:',
-      '  district: "110101"',
-      '  street: { code: "110101013", name: 东花市街道 }',
-      '  communities: [{ code: "001", name: 北里社区 }]',
-      `  grids: [{ code: "${GRID}", name: 第2网格 }]`,
-      'mqtt:',
-      '  listen: { host: 127.0.0.1, port: 0 }',
-      // The per-device limit (20/s) would drop most of a 100-device flood: out of the way here.
-      '  rateLimit: { perSecond: 100000, burst: 100000 }',
-      'devices: ./devices.csv',
-      'sinks:',
-      '  - { type: embedded }',
-      `  - { type: influxdb1, url: "${influxUrl}", database: ${DB} }`,
-      'http: { host: 127.0.0.1, port: 0 }',
-      // The diagnostic run without the rule engine: ingest and sinks only.
-      ...(rules ? [] : ['rules: []']),
-      '',
-    ].join('\n'),
-  );
-  return dir;
-}
-
 async function gatewayRun(influxUrl, name, seconds, nodeArgs = [], siteOptions = {}) {
-  const dir = await writeSite(influxUrl, name, siteOptions);
-  const proc = start(process.execPath, [...nodeArgs, join(ROOT, 'bin/gridedge.js'), 'start', '-c', join(dir, 'gridedge.yaml'), '--log-level', 'warn'], {
-    cwd: dir,
-    ready: /gridedge \S+: MQTT on [^\s,]+:(\d+),/,
-  });
+  const dir = join(work, name);
+  // The diagnostic run without the rule engine (`rules: false`): ingest and sinks only.
+  const proc = startGateway(writeSite(dir, { devices, hash: await secretHash, influxUrl, ...siteOptions }), { nodeArgs });
   const port = Number((await proc.line)[1]);
   const idleRss = rssOf(proc.pid);
   const rss = sampleRss(proc.pid);

@@ -22,7 +22,7 @@ import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import {
   DB, ROOT, cpuOf, flag, freePort, influxCountsByDevice, killChildren, loadResult, machine, mb, rate, sampleRss, saveResult,
-  sleep, start, startGateway, startInfluxd, startMosquitto, sum, waitForInflux, writeSite,
+  sleep, start, startBareAedes, startGateway, startInfluxd, startMosquitto, sum, waitForInflux, writeSite,
 } from './lib.mjs';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -56,23 +56,6 @@ function peerLine(id, p) {
     .map(([k, v]) => `${k}=${typeof v === 'string' ? JSON.stringify(v) : v}`)
     .join(',');
   return `${pt.measurement},device_id=${id} ${fields} ${pt.time}`;
-}
-
-// ---- child mode: bare aedes ------------------------------------------------------------------------
-if (process.argv[2] === '--bare-broker') {
-  const { createServer } = await import('node:net');
-  const { Aedes } = await import('aedes');
-  const broker = await Aedes.createBroker({
-    authenticate: (_c, _u, _p, cb) => cb(null, true),
-    authorizePublish: (_c, _p, cb) => cb(null),
-  });
-  const server = createServer(broker.handle);
-  server.listen(0, '127.0.0.1', () => process.stdout.write(`bare aedes on 127.0.0.1:${server.address().port}\n`));
-  process.on('SIGTERM', () => {
-    server.close();
-    broker.close(() => process.exit(0));
-  });
-  await new Promise(() => {});
 }
 
 // ---- child mode: the relay subscriber (Mosquitto → InfluxDB) -------------------------------------
@@ -237,10 +220,9 @@ async function measure(name, influx, brokerUrl, qos, pid, extra = {}) {
 
 // ---- systems ----------------------------------------------------------------------------------
 async function runBare(qos) {
-  const proc = start(process.execPath, [SELF, '--bare-broker'], { ready: /bare aedes on 127\.0\.0\.1:(\d+)/ });
-  const port = Number((await proc.line)[1]);
+  const { proc, url } = await startBareAedes();
   try {
-    return await measure('bare aedes', undefined, `mqtt://127.0.0.1:${port}`, qos, proc.pid);
+    return await measure('bare aedes', undefined, url, qos, proc.pid);
   } finally {
     await proc.stop();
   }

@@ -306,7 +306,7 @@ export const mb = (b) => `${(b / 1024 / 1024).toFixed(0)} MB`;
 export const rate = (r) => `${Math.round(r).toLocaleString('en-US')}/s`;
 export { sleep };
 
-// ---- a gridedge site (as scripts/bench-ingest.mjs writes it) -------------------------------------
+// ---- a gridedge site for the benches -------------------------------------
 /**
  * Writes devices.csv and gridedge.yaml into `dir`. `hash` is one scrypt hash used for every row
  * (all bench devices share one secret, so 10k rows do not cost 10k scrypt runs to write).
@@ -342,6 +342,12 @@ export function writeSite(dir, { devices, hash, influxUrl, rules = true, extraYa
 }
 
 export const GATEWAY_READY = /gridedge \S+: MQTT on [^\s,]+:(\d+),/;
+
+/** The bare aedes broker (scripts/bench/bare-aedes.mjs) as a child: `{ proc, url }` once it listens. */
+export async function startBareAedes() {
+  const proc = start(process.execPath, [join(ROOT, 'scripts/bench/bare-aedes.mjs')], { ready: /bare aedes on 127\.0\.0\.1:(\d+)/ });
+  return { proc, url: `mqtt://127.0.0.1:${(await proc.line)[1]}` };
+}
 
 export function startGateway(config, { nodeArgs = [], cwd } = {}) {
   return start(process.execPath, [...nodeArgs, join(ROOT, 'bin/gridedge.js'), 'start', '-c', config, '--log-level', 'warn'], {
