@@ -69,22 +69,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
   // The real clock is watched for NTP steps (docs/SPEC-NOTES.md "Clock steps"); a test's clock is taken as it is.
   const wall = deps.clock ? undefined : createWallClock({ onStep: (stepMs, at) => logger.warn({ stepMs, at }, 'the wall clock stepped') });
   const clock = deps.clock ?? (wall ? wall.now : Date.now);
-  let parts:
-    | {
-        store: Store;
-        disk: DiskGuard;
-        pipeline: Pipeline;
-        broker: DeviceBroker;
-        buses: SerialBuses;
-        sinks: SinkSet;
-        safety: Safety;
-        http: HttpServer;
-        metrics: Metrics;
-        watch: RegistryWatch | undefined;
-        timers: NodeJS.Timeout[];
-        unsubscribe: () => void;
-      }
-    | undefined;
+  let parts: Started | undefined;
 
   function need() {
     if (!parts) throw new Error('the gateway is not started');
@@ -248,6 +233,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
   };
 }
 
+/** What health is read from. */
 interface Parts {
   store: Store;
   disk: DiskGuard;
@@ -256,6 +242,15 @@ interface Parts {
   buses: SerialBuses;
   sinks: SinkSet;
   safety: Safety;
+}
+
+/** Everything start() opened, which stop() closes. */
+interface Started extends Parts {
+  http: HttpServer;
+  metrics: Metrics;
+  watch: RegistryWatch | undefined;
+  timers: NodeJS.Timeout[];
+  unsubscribe: () => void;
 }
 
 /** `/healthz` (SPEC §8): broker, buses, sinks, outbox depth, uplink. */
