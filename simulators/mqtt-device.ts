@@ -3,6 +3,7 @@ import { connect, type IClientOptions, type MqttClient } from 'mqtt';
 import { z } from 'zod';
 import type { DeviceState, DownlinkCommand, EncodeSample, MqttModel } from '../devices/model.js';
 import { deviceTopics } from '../devices/topics.js';
+import { codedError } from '../devices/coded-error.js';
 
 /*
  * One simulated MQTT device (SPEC §3): it connects as itself (client id = username = device id,
@@ -41,16 +42,7 @@ export const SIM_ERRORS = {
 } as const;
 export type SimErrorCode = keyof typeof SIM_ERRORS;
 
-export class SimulatorError extends Error {
-  override readonly name = 'SimulatorError';
-  constructor(
-    readonly code: SimErrorCode,
-    detail?: string,
-    options?: { cause?: unknown },
-  ) {
-    super(detail ? `${SIM_ERRORS[code]}: ${detail}` : SIM_ERRORS[code], options);
-  }
-}
+export class SimulatorError extends codedError('SimulatorError', SIM_ERRORS) {}
 
 /** SPEC §3.3 downlink, as the device checks it: it trusts the wire no more than the gateway does. */
 export const DownlinkCommandSchema = z.discriminatedUnion('cmd', [

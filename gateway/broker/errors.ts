@@ -1,4 +1,6 @@
 /** The broker's error catalogue: what start(), publishDown() and publishLocal() can throw. */
+import { codedError } from '../../devices/coded-error.js';
+
 export const BROKER_ERRORS = {
   BROKER_ERR_STATE: 'the broker is not in a state that allows this',
   BROKER_ERR_LISTEN: 'cannot listen',
@@ -9,14 +11,7 @@ export const BROKER_ERRORS = {
 
 export type BrokerErrorCode = keyof typeof BROKER_ERRORS;
 
-export class BrokerError extends Error {
-  readonly code: BrokerErrorCode;
-  constructor(code: BrokerErrorCode, detail?: string, options?: { cause?: unknown }) {
-    super(detail ? `${BROKER_ERRORS[code]}: ${detail}` : BROKER_ERRORS[code], options);
-    this.name = 'BrokerError';
-    this.code = code;
-  }
-}
+export class BrokerError extends codedError('BrokerError', BROKER_ERRORS) {}
 
 /** CONNACK return codes of MQTT 3.1.1 §3.2.2.3 that the broker sends. */
 export const CONNACK = {

@@ -2,6 +2,8 @@
  * The store's error catalogue (STYLE.md: one catalogue per folder, stable codes). Callers branch
  * on `code`, never on the message.
  */
+import { codedError } from '../../devices/coded-error.js';
+
 export const STORE_ERRORS = {
   STORE_ERR_CONFIG: 'invalid store options',
   STORE_ERR_OPEN: 'cannot open the store database',
@@ -15,15 +17,7 @@ export const STORE_ERRORS = {
 
 export type StoreErrorCode = keyof typeof STORE_ERRORS;
 
-export class StoreError extends Error {
-  override readonly name = 'StoreError';
-  readonly code: StoreErrorCode;
-
-  constructor(code: StoreErrorCode, detail?: string, options?: { cause?: unknown }) {
-    super(detail ? `${STORE_ERRORS[code]}: ${detail}` : STORE_ERRORS[code], options);
-    this.code = code;
-  }
-}
+export class StoreError extends codedError('StoreError', STORE_ERRORS) {}
 
 export function isStoreError(err: unknown, code?: StoreErrorCode): err is StoreError {
   return err instanceof StoreError && (code === undefined || err.code === code);

@@ -2,6 +2,8 @@
  * The incident error catalogue (STYLE.md: one catalogue per folder, stable codes). Callers (the
  * HTTP API, the uplink's command handler) branch on `code`, never on the message.
  */
+import { codedError } from '../../devices/coded-error.js';
+
 export const INC_ERRORS = {
   INC_ERR_NOT_FOUND: 'no incident with that id',
   INC_ERR_TRANSITION: 'that action is not allowed in the incident’s current status',
@@ -14,15 +16,7 @@ export const INC_ERRORS = {
 
 export type IncidentErrorCode = keyof typeof INC_ERRORS;
 
-export class IncidentError extends Error {
-  override readonly name = 'IncidentError';
-  readonly code: IncidentErrorCode;
-
-  constructor(code: IncidentErrorCode, detail?: string, options?: { cause?: unknown }) {
-    super(detail ? `${INC_ERRORS[code]}: ${detail}` : INC_ERRORS[code], options);
-    this.code = code;
-  }
-}
+export class IncidentError extends codedError('IncidentError', INC_ERRORS) {}
 
 export function isIncidentError(err: unknown, code?: IncidentErrorCode): err is IncidentError {
   return err instanceof IncidentError && (code === undefined || err.code === code);
