@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DeviceRecord } from '../../devices/device-record.js';
 import { hashToken } from '../../gateway/config/tokens.js';
 import type { HttpUser } from '../../gateway/http/auth.js';
-import { createHttpServer, MAX_BODY_BYTES, type HttpServer } from '../../gateway/http/server.js';
+import { createHttpServer, MAX_BODY_BYTES, type HttpServer, type HttpServerDeps } from '../../gateway/http/server.js';
 import type { DeviceRegistry } from '../../gateway/registry/registry.js';
 import type { Incident } from '../../rules/incidents/index.js';
 import { createMqttDevice, type MqttDevice } from '../../simulators/mqtt-device.js';
@@ -186,6 +186,24 @@ afterAll(async () => {
   await cleanupAll();
 });
 
+
+/** A second server on the same gateway, without metrics and the main server's extras. */
+function extraServer(over: Partial<HttpServerDeps> = {}): HttpServer {
+  return createHttpServer({
+    host: '127.0.0.1',
+    port: 0,
+    users: USERS,
+    manager: gw.gateway.safety.manager,
+    registry: gw.registry,
+    store: gw.gateway.store,
+    downlink: gw.gateway.safety.downlink,
+    health: () => ({ ok: true }),
+    unregistered: () => [],
+    logger: pino({ level: 'silent' }),
+    clock: Date.now,
+    ...over,
+  });
+}
 describe('unauthenticated routes', () => {
   it('GET /healthz needs no token and carries the security headers', async () => {
     const r = await call('GET', '/healthz');
@@ -206,19 +224,7 @@ describe('unauthenticated routes', () => {
   });
 
   it('GET /metrics is 404 when no metrics are provided', async () => {
-    const bare = createHttpServer({
-      host: '127.0.0.1',
-      port: 0,
-      users: USERS,
-      manager: gw.gateway.safety.manager,
-      registry: gw.registry,
-      store: gw.gateway.store,
-      downlink: gw.gateway.safety.downlink,
-      health: () => ({ ok: true }),
-      unregistered: () => [],
-      logger: pino({ level: 'silent' }),
-      clock: Date.now,
-    });
+    const bare = extraServer();
     await bare.start();
     try {
       const res = await fetch(`http://127.0.0.1:${bare.port()}/metrics`);
@@ -384,21 +390,7 @@ describe('incidents', () => {
 
 describe('stream housekeeping', () => {
   it('sends heartbeat comments, and a resync when the ring no longer reaches back', async () => {
-    const small = createHttpServer({
-      host: '127.0.0.1',
-      port: 0,
-      users: USERS,
-      manager: gw.gateway.safety.manager,
-      registry: gw.registry,
-      store: gw.gateway.store,
-      downlink: gw.gateway.safety.downlink,
-      health: () => ({ ok: true }),
-      unregistered: () => [],
-      logger: pino({ level: 'silent' }),
-      clock: Date.now,
-      streamHeartbeatMs: 50,
-      streamRingSize: 2,
-    });
+    const small = extraServer({ streamHeartbeatMs: 50, streamRingSize: 2 });
     await small.start();
     const saved = base;
     base = `http://127.0.0.1:${small.port()}`;
