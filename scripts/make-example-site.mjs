@@ -275,6 +275,9 @@ sinks:
   - { type: embedded, retention: 30d }
   # - { type: influxdb1, url: "http://127.0.0.1:8086", database: gridedge }
 
+# Space held back for alarms when the disk fills (docs/SPEC-NOTES.md "Disk full"); 0 keeps none.
+# store: { reserveBytes: 16MiB }
+
 # The city platform's broker; leave out to run stand-alone.
 # uplink: { url: "mqtt://127.0.0.1:1884", prefix: city/110101013, username: gw-dhs-07, password: "\${GRIDEDGE_UPLINK_PASSWORD}" }
 
